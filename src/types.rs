@@ -1,0 +1,148 @@
+//! Tensor data types and their names in Triton's C API, in config.pbtxt and in ONNX.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// A tensor element type. `Bytes` (Triton's STRING) is known so it can be refused clearly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DataType {
+    Bool,
+    U8,
+    U16,
+    U32,
+    U64,
+    I8,
+    I16,
+    I32,
+    I64,
+    F16,
+    F32,
+    F64,
+    Bytes,
+    BF16,
+}
+
+const ALL: [DataType; 14] = [
+    DataType::Bool,
+    DataType::U8,
+    DataType::U16,
+    DataType::U32,
+    DataType::U64,
+    DataType::I8,
+    DataType::I16,
+    DataType::I32,
+    DataType::I64,
+    DataType::F16,
+    DataType::F32,
+    DataType::F64,
+    DataType::Bytes,
+    DataType::BF16,
+];
+
+impl DataType {
+    pub fn all() -> &'static [DataType] {
+        &ALL
+    }
+    /// `TRITONSERVER_DataType` value (equal to the config proto's `DataType` value).
+    pub fn to_triton(self) -> u32 {
+        ALL.iter().position(|d| *d == self).unwrap_or(0) as u32 + 1
+    }
+    pub fn from_triton(v: u32) -> Option<Self> {
+        (1..=14).contains(&v).then(|| ALL[v as usize - 1])
+    }
+    /// Protocol name: "FP32".
+    pub fn protocol_name(self) -> &'static str {
+        triton_abi::datatype_name(self.to_triton())
+    }
+    /// Config name: "TYPE_FP32" ("TYPE_STRING" for BYTES).
+    pub fn config_name(self) -> String {
+        match self {
+            DataType::Bytes => "TYPE_STRING".into(),
+            d => format!("TYPE_{}", d.protocol_name()),
+        }
+    }
+    pub fn from_config_name(s: &str) -> Result<Self> {
+        let bare = s.strip_prefix("TYPE_").ok_or_else(|| {
+            Error::invalid_arg(format!("unknown data_type '{s}' (expected TYPE_FP32, TYPE_INT64, ...)"))
+        })?;
+        if bare == "STRING" {
+            return Ok(DataType::Bytes);
+        }
+        Self::from_triton(triton_abi::datatype_from_name(bare))
+            .ok_or_else(|| Error::invalid_arg(format!("unknown data_type '{s}'")))
+    }
+    /// Bytes per element; 0 for BYTES.
+    pub fn byte_size(self) -> usize {
+        triton_abi::datatype_byte_size(self.to_triton()) as usize
+    }
+    /// ONNX `TensorProto.DataType` value.
+    pub fn to_onnx(self) -> i32 {
+        match self {
+            DataType::F32 => 1,
+            DataType::U8 => 2,
+            DataType::I8 => 3,
+            DataType::U16 => 4,
+            DataType::I16 => 5,
+            DataType::I32 => 6,
+            DataType::I64 => 7,
+            DataType::Bytes => 8,
+            DataType::Bool => 9,
+            DataType::F16 => 10,
+            DataType::F64 => 11,
+            DataType::U32 => 12,
+            DataType::U64 => 13,
+            DataType::BF16 => 16,
+        }
+    }
+    pub fn from_onnx(v: i32) -> Option<Self> {
+        ALL.iter().copied().find(|d| d.to_onnx() == v)
+    }
+}
+
+impl std::fmt::Display for DataType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.protocol_name())
+    }
+}
+
+/// Number of elements of a fully known shape (`None` if any dim is negative or it overflows).
+pub fn element_count(shape: &[i64]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| {
+        if d < 0 {
+            None
+        } else {
+            acc.checked_mul(d as usize)
+        }
+    })
+}
+
+/// Shape as text: `[2,3,224,224]`.
+pub fn shape_str(shape: &[i64]) -> String {
+    let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_values_agree() {
+        for &d in DataType::all() {
+            assert_eq!(DataType::from_triton(d.to_triton()), Some(d));
+            assert_eq!(DataType::from_config_name(&d.config_name()).unwrap(), d);
+            assert_eq!(DataType::from_onnx(d.to_onnx()), Some(d));
+        }
+        assert_eq!(DataType::F32.to_triton(), triton_abi::TRITONSERVER_TYPE_FP32);
+        assert_eq!(DataType::BF16.to_triton(), triton_abi::TRITONSERVER_TYPE_BF16);
+        assert_eq!(DataType::Bytes.config_name(), "TYPE_STRING");
+        assert!(DataType::from_config_name("FP32").is_err());
+    }
+
+    #[test]
+    fn element_counts() {
+        assert_eq!(element_count(&[2, 3, 4]), Some(24));
+        assert_eq!(element_count(&[]), Some(1));
+        assert_eq!(element_count(&[-1, 3]), None);
+    }
+}
