@@ -12,7 +12,5 @@ fn main() {
     // Integration tests load the .so through the host, which must export the server-side
     // TRITONSERVER_* / TRITONBACKEND_* functions from the test executable.
     println!("cargo:rustc-link-arg-tests=-rdynamic");
-    println!("cargo:rustc-link-arg-benches=-rdynamic");
-    println!("cargo:rustc-link-arg-examples=-rdynamic");
     println!("cargo:rerun-if-changed=build.rs");
 }
