@@ -61,7 +61,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), context: Vec::new() }
+        Error {
+            code,
+            message: message.into(),
+            context: Vec::new(),
+        }
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
@@ -160,9 +164,14 @@ mod tests {
 
     #[test]
     fn context_is_printed_outermost_first() {
-        let e = Error::invalid_arg("bad dims").context("input 'x'").context("model 'm'");
+        let e = Error::invalid_arg("bad dims")
+            .context("input 'x'")
+            .context("model 'm'");
         assert_eq!(e.to_string(), "model 'm': input 'x': bad dims");
-        assert_eq!(e.code().to_triton(), triton_abi::TRITONSERVER_ERROR_INVALID_ARG);
+        assert_eq!(
+            e.code().to_triton(),
+            triton_abi::TRITONSERVER_ERROR_INVALID_ARG
+        );
     }
 
     #[test]

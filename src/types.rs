@@ -63,7 +63,9 @@ impl DataType {
     }
     pub fn from_config_name(s: &str) -> Result<Self> {
         let bare = s.strip_prefix("TYPE_").ok_or_else(|| {
-            Error::invalid_arg(format!("unknown data_type '{s}' (expected TYPE_FP32, TYPE_INT64, ...)"))
+            Error::invalid_arg(format!(
+                "unknown data_type '{s}' (expected TYPE_FP32, TYPE_INT64, ...)"
+            ))
         })?;
         if bare == "STRING" {
             return Ok(DataType::Bytes);
@@ -133,8 +135,14 @@ mod tests {
             assert_eq!(DataType::from_config_name(&d.config_name()).unwrap(), d);
             assert_eq!(DataType::from_onnx(d.to_onnx()), Some(d));
         }
-        assert_eq!(DataType::F32.to_triton(), triton_abi::TRITONSERVER_TYPE_FP32);
-        assert_eq!(DataType::BF16.to_triton(), triton_abi::TRITONSERVER_TYPE_BF16);
+        assert_eq!(
+            DataType::F32.to_triton(),
+            triton_abi::TRITONSERVER_TYPE_FP32
+        );
+        assert_eq!(
+            DataType::BF16.to_triton(),
+            triton_abi::TRITONSERVER_TYPE_BF16
+        );
         assert_eq!(DataType::Bytes.config_name(), "TYPE_STRING");
         assert!(DataType::from_config_name("FP32").is_err());
     }

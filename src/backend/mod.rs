@@ -1,1 +1,58 @@
-//! placeholder
+//! The backend proper: backend-wide settings, model state (config, engines per device) and
+//! instance state (a runner and its buffers), and Execute.
+//!
+//! Entry points live in [`api`]; they only convert between C and these types.
+
+pub mod api;
+pub mod autocomplete;
+pub mod config;
+pub mod execute;
+pub mod model;
+pub mod params;
+
+use crate::error::Result;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Backend-wide settings from `--backend-config=rusttrt,<key>=<value>` and Triton's globals.
+#[derive(Debug, Clone, Default)]
+pub struct BackendState {
+    /// Every `cmdline` key, as given (all strings).
+    pub cmdline: BTreeMap<String, String>,
+    /// Directory of libtriton_rusttrt.so (a private libonnxruntime.so may sit beside it).
+    pub backend_dir: PathBuf,
+}
+
+impl BackendState {
+    pub fn from_config(config: &serde_json::Value, backend_dir: PathBuf) -> Result<Self> {
+        let mut cmdline = BTreeMap::new();
+        if let Some(obj) = config.get("cmdline").and_then(|c| c.as_object()) {
+            for (k, v) in obj {
+                let s = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                cmdline.insert(k.clone(), s);
+            }
+        }
+        Ok(BackendState {
+            cmdline,
+            backend_dir,
+        })
+    }
+
+    /// A backend-config value (keys are given with dashes, as on Triton's command line).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.cmdline
+            .get(key)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Triton's `default-max-batch-size` (4 when absent).
+    pub fn default_max_batch_size(&self) -> usize {
+        self.get("default-max-batch-size")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(4)
+    }
+}

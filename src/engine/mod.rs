@@ -165,6 +165,9 @@ pub trait Engine: Send + Sync {
 /// instance).
 pub trait Runner: Send {
     /// Runs one batch. `outputs` names the outputs to produce (those some request asked for).
-    fn run<'s>(&'s mut self, inputs: &[TensorRef<'_>], outputs: &[&str])
-        -> Result<Vec<TensorOut<'s>>>;
+    fn run<'s>(
+        &'s mut self,
+        inputs: &[TensorRef<'_>],
+        outputs: &[&str],
+    ) -> Result<Vec<TensorOut<'s>>>;
 }

@@ -1,1 +1,511 @@
-//! placeholder
+//! The ONNX Runtime engine, through the `ort` crate with the library loaded at run time.
+//!
+//! The artifact of an ONNX Runtime "build" is the ONNX model it serves (the FP16 conversion when
+//! asked for), so the engine cache can keep it; FP32 models that need no conversion load straight
+//! from their file (external data resolved beside it). Each runner owns its own session, as
+//! Triton's ONNX Runtime backend does per instance: `Session::run` needs exclusive access.
+
+use super::{
+    BuildSpec, Device, Engine, EngineFactory, MemLoc, Runner, Signature, TensorOut, TensorRef,
+    TensorSpec,
+};
+use crate::error::{Error, ErrorCode, Result};
+use crate::types::DataType;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{RunOptions, Session, SessionInputValue};
+use ort::value::{DynTensor, DynTensorValueType, TensorElementType, TensorRefMut, ValueType};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// The loaded ONNX Runtime library: one per process (ONNX Runtime cannot be loaded twice).
+pub struct OrtRuntime {
+    env: ort::environment::Environment,
+    pub version: String,
+    pub path: PathBuf,
+}
+
+static RUNTIME: OnceLock<std::result::Result<OrtRuntime, Error>> = OnceLock::new();
+
+/// Loads ONNX Runtime from the first candidate path that exists (a bare file name is searched by
+/// the dynamic loader). Only the first call decides; later calls get the same runtime, or the
+/// same error.
+pub fn runtime(candidates: &[PathBuf]) -> Result<&'static OrtRuntime> {
+    let r = RUNTIME.get_or_init(|| {
+        let mut tried = Vec::new();
+        for c in candidates {
+            let is_bare = c.components().count() == 1;
+            if !is_bare && !c.exists() {
+                tried.push(format!("{} (not found)", c.display()));
+                continue;
+            }
+            match load_runtime(c) {
+                Ok(rt) => return Ok(rt),
+                Err(e) => tried.push(format!("{}: {e}", c.display())),
+            }
+        }
+        Err(Error::unavailable(format!(
+            "ONNX Runtime could not be loaded (tried: {}). Set the backend config \
+             'onnxruntime-library' (--backend-config=rusttrt,onnxruntime-library=/path/libonnxruntime.so), \
+             the model parameter 'onnxruntime_library', or ORT_DYLIB_PATH",
+            if tried.is_empty() { "no candidates".to_string() } else { tried.join("; ") }
+        )))
+    });
+    r.as_ref().map_err(Clone::clone)
+}
+
+fn load_runtime(path: &Path) -> Result<OrtRuntime> {
+    let version = library_version(path)?;
+    let builder = ort::init_from(path).map_err(|e| Error::unavailable(e.to_string()))?;
+    let env = builder
+        .with_name("rusttrt")
+        .build()
+        .map_err(|e| Error::unavailable(format!("creating the ONNX Runtime environment: {e}")))?;
+    Ok(OrtRuntime {
+        env,
+        version,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Reads `OrtGetApiBase()->GetVersionString()` of a library file.
+fn library_version(path: &Path) -> Result<String> {
+    // SAFETY: loading ONNX Runtime runs no initialisers with preconditions; the handle is kept
+    // only for this call (the library stays loaded by `ort` afterwards).
+    let lib = unsafe { libloading::Library::new(path) }
+        .map_err(|e| Error::unavailable(format!("dlopen: {e}")))?;
+    // SAFETY: OrtGetApiBase has this signature in every ONNX Runtime release.
+    let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+        unsafe { lib.get(b"OrtGetApiBase") }
+            .map_err(|_| Error::unavailable("not an ONNX Runtime library: no OrtGetApiBase"))?;
+    // SAFETY: the base pointer is static in the library; GetVersionString returns a static C string.
+    unsafe {
+        let base = get_base();
+        if base.is_null() {
+            return Err(Error::unavailable("OrtGetApiBase returned null"));
+        }
+        let v = ((*base).GetVersionString)();
+        Ok(std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
+    }
+}
+
+/// Which execution provider a session uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionProvider {
+    Cpu,
+    Cuda,
+    /// ONNX Runtime's own TensorRT EP; its engine and timing caches live in `cache_dir`.
+    TensorRt {
+        fp16: bool,
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+impl ExecutionProvider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExecutionProvider::Cpu => "CPUExecutionProvider",
+            ExecutionProvider::Cuda => "CUDAExecutionProvider",
+            ExecutionProvider::TensorRt { .. } => "TensorrtExecutionProvider",
+        }
+    }
+}
+
+/// Builds and loads ONNX Runtime engines.
+pub struct OrtFactory {
+    rt: &'static OrtRuntime,
+    ep: ExecutionProvider,
+    intra_threads: Option<usize>,
+}
+
+impl OrtFactory {
+    pub fn new(
+        rt: &'static OrtRuntime,
+        ep: ExecutionProvider,
+        intra_threads: Option<usize>,
+    ) -> Self {
+        OrtFactory {
+            rt,
+            ep,
+            intra_threads,
+        }
+    }
+}
+
+/// Identity of the host CPU for cache keys of CPU engines.
+pub fn cpu_identity() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    format!("{} {}", std::env::consts::ARCH, model)
+}
+
+impl EngineFactory for OrtFactory {
+    fn kind(&self) -> &'static str {
+        "onnxruntime"
+    }
+    fn library_version(&self) -> String {
+        format!("onnxruntime {} {}", self.rt.version, self.ep.name())
+    }
+    fn device_identity(&self, device: Device) -> Result<String> {
+        match device {
+            Device::Cpu => Ok(cpu_identity()),
+            Device::Gpu(d) => crate::cuda::device_identity(d).map(|i| i.cache_identity()),
+        }
+    }
+    fn cacheable(&self, spec: &BuildSpec) -> bool {
+        // An FP32 model is served as it is: keeping a copy of it would only cost disk.
+        spec.precision == super::Precision::Fp16
+    }
+    fn build(&self, _spec: &BuildSpec, onnx: &[u8]) -> Result<Vec<u8>> {
+        Ok(onnx.to_vec())
+    }
+    fn load(&self, spec: &BuildSpec, artifact: Option<&[u8]>) -> Result<Arc<dyn Engine>> {
+        let source = match artifact {
+            Some(bytes) => ModelSource::Bytes(Arc::from(bytes)),
+            None => ModelSource::Path(spec.model_path.clone()),
+        };
+        let engine = OrtEngine {
+            rt: self.rt,
+            ep: self.ep.clone(),
+            device: spec.device,
+            intra_threads: self.intra_threads,
+            source,
+            model_name: spec.model_name.clone(),
+            signature: Signature::default(),
+            probe: std::sync::Mutex::new(None),
+        };
+        // Open one session now: parse errors fail the load (with ONNX Runtime's own message),
+        // and the signature comes from what ONNX Runtime will actually serve.
+        let session = engine.new_session()?;
+        let signature = signature_of(&session)
+            .map_err(|e| e.context(format!("model '{}'", spec.model_name)))?;
+        let engine = OrtEngine {
+            signature,
+            probe: std::sync::Mutex::new(Some(session)),
+            ..engine
+        };
+        Ok(Arc::new(engine))
+    }
+}
+
+enum ModelSource {
+    Path(PathBuf),
+    Bytes(Arc<[u8]>),
+}
+
+pub struct OrtEngine {
+    rt: &'static OrtRuntime,
+    ep: ExecutionProvider,
+    device: Device,
+    intra_threads: Option<usize>,
+    source: ModelSource,
+    model_name: String,
+    signature: Signature,
+    /// The session opened at load, handed to the first runner so it is not parsed twice.
+    probe: std::sync::Mutex<Option<Session>>,
+}
+
+fn ort_err(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
+    move |e| Error::internal(format!("{what}: {e}"))
+}
+
+impl OrtEngine {
+    fn new_session(&self) -> Result<Session> {
+        let mut b =
+            Session::builder(&self.rt.env).map_err(ort_err("ONNX Runtime session builder"))?;
+        if let Some(n) = self.intra_threads {
+            b = b
+                .with_intra_threads(n)
+                .map_err(|e| Error::invalid_arg(e.to_string()))?;
+        }
+        let device_id = match self.device {
+            Device::Cpu => 0,
+            Device::Gpu(d) => d,
+        };
+        let eps = match &self.ep {
+            ExecutionProvider::Cpu => vec![ort::ep::CPU::default().build().error_on_failure()],
+            ExecutionProvider::Cuda => {
+                vec![ort::ep::CUDA::default()
+                    .with_device_id(device_id)
+                    .build()
+                    .error_on_failure()]
+            }
+            ExecutionProvider::TensorRt { fp16, cache_dir } => {
+                let mut trt = ort::ep::TensorRT::default()
+                    .with_device_id(device_id)
+                    .with_fp16(*fp16);
+                if let Some(dir) = cache_dir {
+                    let d = dir.display().to_string();
+                    trt = trt
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(&d)
+                        .with_timing_cache(true)
+                        .with_timing_cache_path(&d);
+                }
+                vec![
+                    trt.build().error_on_failure(),
+                    ort::ep::CUDA::default()
+                        .with_device_id(device_id)
+                        .build()
+                        .error_on_failure(),
+                ]
+            }
+        };
+        b = b.with_execution_providers(eps).map_err(|e| {
+            Error::unavailable(format!(
+                "{} is not available in the loaded ONNX Runtime {} ({}): {e}",
+                self.ep.name(),
+                self.rt.version,
+                self.rt.path.display()
+            ))
+        })?;
+        let session = match &self.source {
+            ModelSource::Path(p) => b.commit_from_file(p),
+            ModelSource::Bytes(bytes) => b.commit_from_memory(bytes),
+        };
+        session.map_err(|e| {
+            Error::invalid_arg(format!("ONNX Runtime could not load the model: {e}"))
+                .context(format!("model '{}'", self.model_name))
+        })
+    }
+}
+
+fn to_datatype(t: TensorElementType) -> Option<DataType> {
+    Some(match t {
+        TensorElementType::Float32 => DataType::F32,
+        TensorElementType::Uint8 => DataType::U8,
+        TensorElementType::Int8 => DataType::I8,
+        TensorElementType::Uint16 => DataType::U16,
+        TensorElementType::Int16 => DataType::I16,
+        TensorElementType::Int32 => DataType::I32,
+        TensorElementType::Int64 => DataType::I64,
+        TensorElementType::String => DataType::Bytes,
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::Float16 => DataType::F16,
+        TensorElementType::Float64 => DataType::F64,
+        TensorElementType::Uint32 => DataType::U32,
+        TensorElementType::Uint64 => DataType::U64,
+        TensorElementType::Bfloat16 => DataType::BF16,
+        _ => return None,
+    })
+}
+
+fn spec_of(kind: &str, name: &str, t: &ValueType) -> Result<TensorSpec> {
+    match t {
+        ValueType::Tensor { ty, shape, .. } => {
+            let dtype = to_datatype(*ty).ok_or_else(|| {
+                Error::unsupported(format!(
+                    "{kind} '{name}' has element type {ty:?}, which rusttrt cannot serve"
+                ))
+            })?;
+            Ok(TensorSpec {
+                name: name.to_string(),
+                dtype,
+                dims: shape.iter().copied().collect(),
+            })
+        }
+        other => Err(Error::unsupported(format!(
+            "{kind} '{name}' is a {other:?}, not a tensor: rusttrt serves tensors only"
+        ))),
+    }
+}
+
+fn signature_of(s: &Session) -> Result<Signature> {
+    Ok(Signature {
+        inputs: s
+            .inputs()
+            .iter()
+            .map(|o| spec_of("input", o.name(), o.dtype()))
+            .collect::<Result<_>>()?,
+        outputs: s
+            .outputs()
+            .iter()
+            .map(|o| spec_of("output", o.name(), o.dtype()))
+            .collect::<Result<_>>()?,
+    })
+}
+
+impl Engine for OrtEngine {
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn describe(&self) -> String {
+        let device = match self.device {
+            Device::Cpu => "CPU".to_string(),
+            Device::Gpu(d) => format!("GPU {d}"),
+        };
+        format!(
+            "onnxruntime {} {} on {device}",
+            self.rt.version,
+            self.ep.name()
+        )
+    }
+    fn create_runner(&self) -> Result<Box<dyn Runner>> {
+        let probe = self.probe.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let session = match probe {
+            Some(s) => s,
+            None => self.new_session()?,
+        };
+        let outputs = self
+            .signature
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
+        Ok(Box::new(OrtRunner {
+            session,
+            last: Vec::new(),
+            all_outputs: outputs,
+        }))
+    }
+}
+
+struct OrtRunner {
+    session: Session,
+    /// Outputs of the last run (kept alive so the returned views stay valid).
+    last: Vec<(String, DynTensor)>,
+    all_outputs: Vec<String>,
+}
+
+fn memory_info(loc: MemLoc) -> Result<MemoryInfo<'static>> {
+    let r = match loc {
+        MemLoc::Host => MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        ),
+        MemLoc::Device(d) => MemoryInfo::new(
+            AllocationDevice::CUDA,
+            d,
+            AllocatorType::Device,
+            MemoryType::Default,
+        ),
+    };
+    r.map_err(ort_err("ONNX Runtime memory info"))
+}
+
+/// Wraps borrowed memory as an ONNX Runtime tensor of the given element type.
+fn input_value<'a>(t: &TensorRef<'a>) -> Result<SessionInputValue<'a>> {
+    let info = memory_info(t.loc)?;
+    let shape = ort::value::Shape::new(t.shape.iter().copied());
+    let expected = crate::types::element_count(t.shape)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(t.dtype.byte_size());
+    if expected != t.bytes {
+        return Err(Error::invalid_arg(format!(
+            "input '{}': {} bytes for shape {} of {} (expected {expected})",
+            t.name,
+            t.bytes,
+            crate::types::shape_str(t.shape),
+            t.dtype
+        )));
+    }
+    let ptr = t.ptr as *mut std::ffi::c_void;
+    macro_rules! mk {
+        ($ty:ty) => {{
+            // SAFETY: `ptr` points to `bytes` bytes (checked above against shape × element size)
+            // in the memory `info` describes, valid for 'a; ONNX Runtime only reads inputs.
+            let v: TensorRefMut<'a, $ty> = unsafe { TensorRefMut::from_raw(info, ptr, shape) }
+                .map_err(ort_err("creating an input tensor"))?;
+            SessionInputValue::from(v)
+        }};
+    }
+    Ok(match t.dtype {
+        DataType::Bool => mk!(bool),
+        DataType::U8 => mk!(u8),
+        DataType::U16 => mk!(u16),
+        DataType::U32 => mk!(u32),
+        DataType::U64 => mk!(u64),
+        DataType::I8 => mk!(i8),
+        DataType::I16 => mk!(i16),
+        DataType::I32 => mk!(i32),
+        DataType::I64 => mk!(i64),
+        DataType::F16 => mk!(half::f16),
+        DataType::BF16 => mk!(half::bf16),
+        DataType::F32 => mk!(f32),
+        DataType::F64 => mk!(f64),
+        DataType::Bytes => {
+            return Err(Error::unsupported(format!(
+                "input '{}': BYTES tensors are not served",
+                t.name
+            )))
+        }
+    })
+}
+
+impl Runner for OrtRunner {
+    fn run<'s>(
+        &'s mut self,
+        inputs: &[TensorRef<'_>],
+        outputs: &[&str],
+    ) -> Result<Vec<TensorOut<'s>>> {
+        self.last.clear();
+        let values: Vec<(String, SessionInputValue<'_>)> = inputs
+            .iter()
+            .map(|t| Ok((t.name.to_string(), input_value(t)?)))
+            .collect::<Result<_>>()?;
+        let mut selector = ort::session::OutputSelector::no_default();
+        for o in outputs {
+            selector = selector.with(*o);
+        }
+        let opts = RunOptions::new()
+            .map_err(ort_err("run options"))?
+            .with_outputs(selector);
+        let mut result = self.session.run_with_options(values, &opts).map_err(|e| {
+            Error::new(ErrorCode::Internal, format!("ONNX Runtime run failed: {e}"))
+        })?;
+        for name in outputs {
+            let v = result.remove(*name).ok_or_else(|| {
+                Error::internal(format!("ONNX Runtime produced no output '{name}'"))
+            })?;
+            let t = v
+                .downcast::<DynTensorValueType>()
+                .map_err(|_| Error::unsupported(format!("output '{name}' is not a tensor")))?;
+            self.last.push((name.to_string(), t));
+        }
+        drop(result);
+        let _ = &self.all_outputs;
+        self.last
+            .iter()
+            .map(|(name, t)| {
+                let (ty, shape) = match t.dtype() {
+                    ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
+                    _ => {
+                        return Err(Error::unsupported(format!(
+                            "output '{name}' is not a tensor"
+                        )))
+                    }
+                };
+                let dtype = to_datatype(ty)
+                    .filter(|d| *d != DataType::Bytes)
+                    .ok_or_else(|| {
+                        Error::unsupported(format!("output '{name}' has element type {ty:?}"))
+                    })?;
+                let bytes = crate::types::element_count(&shape).unwrap_or(0) * dtype.byte_size();
+                let info = t.memory_info();
+                let loc = if info.is_cpu_accessible() {
+                    MemLoc::Host
+                } else {
+                    MemLoc::Device(info.device_id())
+                };
+                Ok(TensorOut {
+                    name: name.clone(),
+                    dtype,
+                    shape,
+                    ptr: t.data_ptr() as *const u8,
+                    bytes,
+                    loc,
+                    _lt: PhantomData,
+                })
+            })
+            .collect()
+    }
+}

@@ -93,8 +93,10 @@ extern "C" {
     ) -> Err;
 
     // ---- model ----
-    pub fn TRITONBACKEND_ModelName(model: *mut TRITONBACKEND_Model, name: *mut *const c_char)
-        -> Err;
+    pub fn TRITONBACKEND_ModelName(
+        model: *mut TRITONBACKEND_Model,
+        name: *mut *const c_char,
+    ) -> Err;
     pub fn TRITONBACKEND_ModelVersion(model: *mut TRITONBACKEND_Model, version: *mut u64) -> Err;
     pub fn TRITONBACKEND_ModelRepository(
         model: *mut TRITONBACKEND_Model,
@@ -119,8 +121,10 @@ extern "C" {
         model: *mut TRITONBACKEND_Model,
         backend: *mut *mut TRITONBACKEND_Backend,
     ) -> Err;
-    pub fn TRITONBACKEND_ModelState(model: *mut TRITONBACKEND_Model, state: *mut *mut c_void)
-        -> Err;
+    pub fn TRITONBACKEND_ModelState(
+        model: *mut TRITONBACKEND_Model,
+        state: *mut *mut c_void,
+    ) -> Err;
     pub fn TRITONBACKEND_ModelSetState(model: *mut TRITONBACKEND_Model, state: *mut c_void) -> Err;
 
     // ---- model instance ----
@@ -167,8 +171,10 @@ extern "C" {
     ) -> Err;
 
     // ---- requests and inputs ----
-    pub fn TRITONBACKEND_RequestId(request: *mut TRITONBACKEND_Request, id: *mut *const c_char)
-        -> Err;
+    pub fn TRITONBACKEND_RequestId(
+        request: *mut TRITONBACKEND_Request,
+        id: *mut *const c_char,
+    ) -> Err;
     pub fn TRITONBACKEND_RequestIsCancelled(
         request: *mut TRITONBACKEND_Request,
         is_cancelled: *mut bool,

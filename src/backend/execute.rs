@@ -1,0 +1,544 @@
+//! Execute: the requests of one call become one batch — gather each input from all its buffers
+//! into one contiguous tensor, run, scatter the outputs into each request's response.
+//!
+//! Every request ends with exactly one FINAL response (success or its own error) and one
+//! release, with its statistics reported before the release. A bad request gets its own
+//! INVALID_ARG response and the rest of the batch is served.
+
+use super::model::InstanceState;
+use crate::engine::{MemLoc, TensorOut, TensorRef};
+use crate::error::{Error, ErrorCode, Result};
+use crate::log;
+use crate::triton::{now_ns, InputBuffer, ModelInstance, Request, Response};
+use crate::types::{element_count, shape_str};
+use std::marker::PhantomData;
+use triton_abi::{
+    TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_GPU,
+};
+
+/// One input of one request, validated.
+struct ReqInput {
+    /// Shape as the request gave it (batch dim first when batching).
+    shape: Vec<i64>,
+    buffers: Vec<InputBuffer>,
+}
+
+/// One request and what happens to it.
+struct Slot {
+    request: Request,
+    response: Option<Response>,
+    error: Option<Error>,
+    batch: usize,
+    /// Inputs in config order.
+    inputs: Vec<ReqInput>,
+    outputs: Vec<String>,
+}
+
+fn host_memory(mt: u32) -> bool {
+    mt == TRITONSERVER_MEMORY_CPU || mt == TRITONSERVER_MEMORY_CPU_PINNED
+}
+
+/// Runs one Execute call. Never fails: every failure becomes an error response.
+pub fn execute(inst: &mut InstanceState, instance: ModelInstance, requests: Vec<Request>) {
+    let exec_start = now_ns();
+    let model = inst.model.0.clone();
+
+    let mut slots: Vec<Slot> = requests
+        .into_iter()
+        .map(|request| {
+            let (response, error) = match Response::new(&request) {
+                Ok(r) => (Some(r), None),
+                Err(e) => {
+                    log!(
+                        Error,
+                        "model '{}': cannot create a response for request '{}': {e}",
+                        model.name,
+                        request.id()
+                    );
+                    (None, Some(e))
+                }
+            };
+            Slot {
+                request,
+                response,
+                error,
+                batch: 0,
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            }
+        })
+        .collect();
+
+    // Parse, batch, run and scatter. A panic in here becomes an error for every request still
+    // open, so that each one still gets its response and release below.
+    let work = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_all(inst, &mut slots)));
+    let ran = match work {
+        Ok(r) => r,
+        Err(p) => {
+            let e = Error::from_panic("execute", p).context(format!("model '{}'", model.name));
+            log!(Error, "{e}");
+            for s in slots.iter_mut() {
+                s.error.get_or_insert_with(|| e.clone());
+            }
+            None
+        }
+    };
+
+    // Send every response: success, or the request's own error.
+    for s in slots.iter_mut() {
+        if let Some(r) = s.response.take() {
+            if let Err(e) = r.send(s.error.as_ref()) {
+                log!(
+                    Error,
+                    "model '{}': sending the response of request '{}' failed: {e}",
+                    model.name,
+                    s.request.id()
+                );
+            }
+        }
+    }
+    let exec_end = now_ns();
+    let (cs, ce) = ran.map(|(a, b, _)| (a, b)).unwrap_or((exec_end, exec_end));
+    for s in slots {
+        let ok = s.error.is_none();
+        if let Err(e) = instance.report_statistics(&s.request, ok, [exec_start, cs, ce, exec_end]) {
+            log!(
+                Error,
+                "model '{}': reporting request statistics failed: {e}",
+                model.name
+            );
+        }
+        if let Err((_req, e)) = s.request.release() {
+            log!(
+                Error,
+                "model '{}': releasing a request failed: {e}",
+                model.name
+            );
+        }
+    }
+    if let Some((cs, ce, total)) = ran {
+        if let Err(e) = instance.report_batch_statistics(total, [exec_start, cs, ce, exec_end]) {
+            log!(
+                Error,
+                "model '{}': reporting batch statistics failed: {e}",
+                model.name
+            );
+        }
+    }
+}
+
+/// Validates every request, forms the batch(es) and runs them; returns the compute timestamps
+/// and the batch size of what ran.
+fn run_all(inst: &mut InstanceState, slots: &mut [Slot]) -> Option<(u64, u64, u64)> {
+    for s in slots.iter_mut().filter(|s| s.error.is_none()) {
+        if let Err(e) = parse_request(inst, s) {
+            let id = s.request.id();
+            let who = if id.is_empty() {
+                String::new()
+            } else {
+                format!("request '{id}': ")
+            };
+            s.error = Some(
+                Error::new(e.code(), format!("{who}{e}"))
+                    .context(format!("model '{}'", inst.model.0.name)),
+            );
+        }
+    }
+
+    let mut ran = None;
+    let max_batch_size = inst.model.0.config.max_batch_size;
+    if max_batch_size == 0 {
+        // No batch dimension: each request is a whole tensor and runs on its own.
+        // Statistics then cover all of them as one execution of `count` requests.
+        let mut count = 0u64;
+        for i in 0..slots.len() {
+            if slots[i].error.is_none() {
+                let (cs, ce) = run_batch(inst, slots, &[i]);
+                count += 1;
+                let start = ran.map(|(s, _, _)| s).unwrap_or(cs);
+                ran = Some((start, ce, count));
+            }
+        }
+    } else {
+        let batch: Vec<usize> = group_batch(inst, slots);
+        if !batch.is_empty() {
+            let total: usize = batch.iter().map(|&i| slots[i].batch).sum();
+            let (cs, ce) = run_batch(inst, slots, &batch);
+            ran = Some((cs, ce, total as u64));
+        }
+    }
+
+    ran
+}
+
+/// Validates a request's inputs and outputs against the config.
+fn parse_request(inst: &InstanceState, s: &mut Slot) -> Result<()> {
+    let model = &inst.model.0;
+    let cfg = &model.config;
+    if s.request.is_cancelled()? {
+        return Err(Error::new(
+            ErrorCode::Cancelled,
+            "the request was cancelled",
+        ));
+    }
+    let names = s.request.input_names()?;
+    for n in &names {
+        if !cfg.inputs.iter().any(|c| &c.name == n) {
+            let known: Vec<&str> = cfg.inputs.iter().map(|c| c.name.as_str()).collect();
+            return Err(Error::invalid_arg(format!(
+                "unexpected input '{n}' (the model's inputs: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    let mut batch: Option<usize> = None;
+    for c in &cfg.inputs {
+        let Some(input) = s.request.input(&c.name)? else {
+            return Err(Error::invalid_arg(format!(
+                "input '{}' is missing ({} {})",
+                c.name,
+                c.dtype.config_name(),
+                shape_str(&cfg.engine_shape(c))
+            )));
+        };
+        let what = |m: String| Error::invalid_arg(format!("input '{}': {m}", c.name));
+        match input.dtype {
+            Some(d) if d == c.dtype => {}
+            Some(d) => {
+                return Err(what(format!(
+                    "data type {d} but the model expects {}",
+                    c.dtype
+                )))
+            }
+            None => {
+                return Err(what(format!(
+                    "invalid data type value {} (expected {})",
+                    input.raw_dtype, c.dtype
+                )))
+            }
+        }
+        let shape = input.shape.clone();
+        let (b, rest) = if cfg.max_batch_size > 0 {
+            match shape.split_first() {
+                Some((&b, rest)) if b >= 1 => (b as usize, rest.to_vec()),
+                _ => {
+                    return Err(what(format!(
+                        "shape {} has no batch dimension >= 1",
+                        shape_str(&shape)
+                    )))
+                }
+            }
+        } else {
+            (1, shape.clone())
+        };
+        let matches = |dims: &[i64]| {
+            dims.len() == rest.len()
+                && dims
+                    .iter()
+                    .zip(&rest)
+                    .all(|(&d, &r)| r >= 0 && (d == -1 || d == r))
+        };
+        if !matches(&c.dims) && !c.reshape.as_deref().is_some_and(matches) {
+            let want = if cfg.max_batch_size > 0 {
+                format!("[batch]+{}", shape_str(&c.dims))
+            } else {
+                shape_str(&c.dims)
+            };
+            return Err(what(format!(
+                "shape {} does not match the model's {want}",
+                shape_str(&shape)
+            )));
+        }
+        if cfg.max_batch_size > 0 && b > cfg.max_batch_size {
+            return Err(what(format!(
+                "batch size {b} exceeds max_batch_size {}",
+                cfg.max_batch_size
+            )));
+        }
+        if let Some(prev) = batch {
+            if prev != b {
+                return Err(what(format!(
+                    "batch size {b} differs from the other inputs' {prev}"
+                )));
+            }
+        }
+        batch = Some(b);
+        let expected = element_count(&shape).unwrap_or(0) * c.dtype.byte_size();
+        let mut buffers = Vec::with_capacity(input.buffer_count as usize);
+        let mut total = 0usize;
+        for i in 0..input.buffer_count {
+            let buf = input.buffer(i, (TRITONSERVER_MEMORY_CPU, 0))?;
+            total += buf.len;
+            buffers.push(buf);
+        }
+        if total != expected || input.byte_size as usize != expected {
+            return Err(what(format!(
+                "{} bytes ({} in buffers) for shape {} of {} (expected {expected})",
+                input.byte_size,
+                total,
+                shape_str(&shape),
+                c.dtype
+            )));
+        }
+        s.inputs.push(ReqInput { shape, buffers });
+    }
+    s.batch = batch.unwrap_or(1);
+    let outs = s.request.output_names()?;
+    for o in &outs {
+        if !cfg.outputs.iter().any(|c| &c.name == o) {
+            let known: Vec<&str> = cfg.outputs.iter().map(|c| c.name.as_str()).collect();
+            return Err(Error::invalid_arg(format!(
+                "unknown requested output '{o}' (the model's outputs: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    s.outputs = if outs.is_empty() {
+        cfg.outputs.iter().map(|c| c.name.clone()).collect()
+    } else {
+        outs
+    };
+    Ok(())
+}
+
+/// Picks the requests that form one batch: all valid ones whose non-batch shapes equal the
+/// first's and that fit under max_batch_size; the others get an error.
+fn group_batch(inst: &InstanceState, slots: &mut [Slot]) -> Vec<usize> {
+    let max = inst.model.0.config.max_batch_size;
+    let mut chosen = Vec::new();
+    let mut total = 0usize;
+    let mut first_shapes: Option<Vec<Vec<i64>>> = None;
+    for (i, s) in slots.iter_mut().enumerate() {
+        if s.error.is_some() {
+            continue;
+        }
+        let shapes: Vec<Vec<i64>> = s.inputs.iter().map(|x| x.shape[1..].to_vec()).collect();
+        match &first_shapes {
+            None => first_shapes = Some(shapes),
+            Some(f) if *f != shapes => {
+                s.error = Some(Error::invalid_arg(format!(
+                    "request '{}': input shapes {:?} differ from the rest of the batch {:?}",
+                    s.request.id(),
+                    shapes,
+                    f
+                )));
+                continue;
+            }
+            _ => {}
+        }
+        if total + s.batch > max {
+            s.error = Some(Error::invalid_arg(format!(
+                "request '{}': the batch would grow to {} > max_batch_size {max}",
+                s.request.id(),
+                total + s.batch
+            )));
+            continue;
+        }
+        total += s.batch;
+        chosen.push(i);
+    }
+    chosen
+}
+
+/// Gathers, runs and scatters one batch; returns (compute_start, compute_end).
+fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (u64, u64) {
+    let model = inst.model.0.clone();
+    let cfg = &model.config;
+    let total: usize = batch.iter().map(|&i| slots[i].batch).sum();
+    let fail_all = |slots: &mut [Slot], e: &Error| {
+        for &i in batch {
+            slots[i].error.get_or_insert_with(|| e.clone());
+        }
+    };
+
+    // Gather: one contiguous host tensor per input (zero copy for a single host chunk).
+    let mut shapes: Vec<Vec<i64>> = Vec::with_capacity(cfg.inputs.len());
+    let mut direct: Vec<Option<(*const u8, usize)>> = Vec::with_capacity(cfg.inputs.len());
+    for (k, c) in cfg.inputs.iter().enumerate() {
+        let first = &slots[batch[0]].inputs[k];
+        let mut shape = if cfg.max_batch_size > 0 {
+            let mut s = vec![total as i64];
+            s.extend_from_slice(&first.shape[1..]);
+            s
+        } else {
+            first.shape.clone()
+        };
+        if let Some(r) = &c.reshape {
+            if r.iter().all(|&d| d >= 0) {
+                shape = if cfg.max_batch_size > 0 {
+                    std::iter::once(total as i64)
+                        .chain(r.iter().copied())
+                        .collect()
+                } else {
+                    r.clone()
+                };
+            }
+        }
+        shapes.push(shape);
+        let single = batch.len() == 1
+            && first.buffers.len() == 1
+            && host_memory(first.buffers[0].memory_type);
+        if single {
+            direct.push(Some((first.buffers[0].ptr, first.buffers[0].len)));
+            continue;
+        }
+        direct.push(None);
+        let bytes: usize = batch
+            .iter()
+            .map(|&i| {
+                slots[i].inputs[k]
+                    .buffers
+                    .iter()
+                    .map(|b| b.len)
+                    .sum::<usize>()
+            })
+            .sum();
+        let dst = &mut inst.gather[k];
+        dst.clear();
+        dst.reserve(bytes);
+        for &i in batch {
+            for b in &slots[i].inputs[k].buffers {
+                if host_memory(b.memory_type) {
+                    // SAFETY: Triton guarantees `len` readable bytes at `ptr` in host memory for
+                    // as long as the request is unreleased (it is: released after the run).
+                    dst.extend_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
+                } else if let Err(e) =
+                    crate::cuda::copy_device_to_host_vec(dst, b.ptr, b.len, b.memory_type_id)
+                {
+                    let e = e.context(format!("input '{}' in GPU memory", c.name));
+                    fail_all(slots, &e);
+                    let t = now_ns();
+                    return (t, t);
+                }
+            }
+        }
+    }
+    let inputs: Vec<TensorRef<'_>> = cfg
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let (ptr, bytes) = direct[k].unwrap_or((inst.gather[k].as_ptr(), inst.gather[k].len()));
+            TensorRef {
+                name: &c.name,
+                dtype: c.dtype,
+                shape: &shapes[k],
+                ptr,
+                bytes,
+                loc: MemLoc::Host,
+                _lt: PhantomData,
+            }
+        })
+        .collect();
+    let mut wanted: Vec<&str> = Vec::new();
+    for &i in batch {
+        for o in &slots[i].outputs {
+            if !wanted.contains(&o.as_str()) {
+                wanted.push(o.as_str());
+            }
+        }
+    }
+    let wanted: Vec<String> = wanted.into_iter().map(str::to_string).collect();
+    let wanted_refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+
+    let compute_start = now_ns();
+    let outputs = inst.runner.run(&inputs, &wanted_refs);
+    let compute_end = now_ns();
+    let outputs = match outputs {
+        Ok(o) => o,
+        Err(e) => {
+            let e = e.context(format!("model '{}'", model.name));
+            log!(Error, "{e}");
+            fail_all(slots, &e);
+            return (compute_start, compute_end);
+        }
+    };
+
+    // Scatter: each request's slice of each output it asked for.
+    let mut offset_batch = 0usize;
+    for &i in batch {
+        let s = &mut slots[i];
+        if let Err(e) = scatter(cfg, s, &outputs, offset_batch, total) {
+            s.error = Some(e.context(format!("model '{}'", model.name)));
+        }
+        offset_batch += s.batch;
+    }
+    (compute_start, compute_end)
+}
+
+fn scatter(
+    cfg: &super::config::ModelConfig,
+    s: &mut Slot,
+    outputs: &[TensorOut<'_>],
+    offset_batch: usize,
+    total: usize,
+) -> Result<()> {
+    let response = s
+        .response
+        .as_mut()
+        .ok_or_else(|| Error::internal("no response"))?;
+    for name in &s.outputs {
+        let c = cfg
+            .outputs
+            .iter()
+            .find(|c| &c.name == name)
+            .ok_or_else(|| Error::internal(format!("output '{name}' not in config")))?;
+        let out = outputs
+            .iter()
+            .find(|o| &o.name == name)
+            .ok_or_else(|| Error::internal(format!("the engine produced no output '{name}'")))?;
+        if out.dtype != c.dtype {
+            return Err(Error::internal(format!(
+                "output '{name}': the engine produced {} but the config says {}",
+                out.dtype, c.dtype
+            )));
+        }
+        let (shape, start, len) = if cfg.max_batch_size > 0 {
+            if out.shape.first().copied() != Some(total as i64) {
+                return Err(Error::internal(format!(
+                    "output '{name}': shape {} does not have the batch size {total} first",
+                    shape_str(&out.shape)
+                )));
+            }
+            let per = element_count(&out.shape[1..]).unwrap_or(0) * out.dtype.byte_size();
+            let rest: Vec<i64> = if c.reshape.is_some() {
+                c.dims.clone()
+            } else {
+                out.shape[1..].to_vec()
+            };
+            let shape: Vec<i64> = std::iter::once(s.batch as i64).chain(rest).collect();
+            (shape, offset_batch * per, s.batch * per)
+        } else {
+            let shape = if c.reshape.is_some() {
+                c.dims.clone()
+            } else {
+                out.shape.clone()
+            };
+            (shape, 0, out.bytes)
+        };
+        let mut o = response.output(name, c.dtype, &shape)?;
+        let (dst, mt, mid) = o.buffer(len, (TRITONSERVER_MEMORY_CPU, 0))?;
+        match out.host_bytes() {
+            Some(src) => {
+                let src = &src[start..start + len];
+                if host_memory(mt) {
+                    // SAFETY: Triton gave `len` writable bytes at `dst` in host memory, owned by
+                    // the response until it is sent; `src` is a distinct engine buffer.
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, len) };
+                } else if mt == TRITONSERVER_MEMORY_GPU {
+                    crate::cuda::copy_host_to_device_raw(dst, src, mid)?;
+                } else {
+                    return Err(Error::internal(format!(
+                        "output '{name}': unknown memory type {mt}"
+                    )));
+                }
+            }
+            None => {
+                return Err(Error::unsupported(format!(
+                    "output '{name}' is in device memory: needs the CUDA path"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
