@@ -42,7 +42,7 @@ impl CacheKey {
 
     /// The first 16 hex digits of the digest, for log lines.
     pub fn short(&self) -> &str {
-        &self.digest[..16]
+        self.digest.get(..16).unwrap_or(&self.digest)
     }
 
     /// One field's value.

@@ -25,6 +25,21 @@
 //! Messages are returned ([`CacheOutcome::warnings`], its `Display`), not logged: the backend
 //! logs them through Triton.
 //!
+//! # Concurrency
+//!
+//! A lookup first reads the entry without any lock (entries only ever appear whole, by rename,
+//! and are verified in full), so concurrent hits do not serialize. On a miss the caller takes the
+//! in-process key mutex, then the `flock` on `<digest>.lock` in the first usable location, looks
+//! again (another thread or process may have built it meanwhile) and only then builds. Lock
+//! files are kept while their entry exists; eviction removes one only while holding it, and a
+//! waiter that then locks the unlinked file notices (inode check) and locks the new one.
+//! `flock` is per open file, so it also excludes threads of one process; over NFS Linux maps it
+//! onto POSIX byte-range locks. Locks are advisory: tools that write into the cache directory
+//! without them are not excluded (the checksums still catch what they break).
+//!
+//! A panic inside `build` is caught and returned as an error; the key's locks are released and
+//! usable by later callers.
+//!
 //! # On-disk layout
 //!
 //! ```text
@@ -73,11 +88,13 @@ pub use key::{CacheKey, CacheKeyBuilder};
 use crate::error::{Error, Result};
 use entry::{encode_header, load_entry, write_atomic, FileLock, LoadError};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -214,11 +231,9 @@ fn prepare_dir(dir: &Path) -> std::result::Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
-    let probe = dir.join(format!(
-        ".probe.{}.{:?}.tmp",
-        std::process::id(),
-        std::thread::current().id()
-    ));
+    static PROBES: AtomicU64 = AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let probe = dir.join(format!(".probe.{}.{n}.tmp", std::process::id()));
     fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -340,6 +355,7 @@ impl EngineCache {
     where
         F: FnOnce() -> Result<Vec<u8>>,
     {
+        check_key(key)?;
         // Fast path without locks: entries only ever appear complete (atomic rename), and a hit
         // is verified in full.
         for loc in &self.config.locations {
@@ -360,7 +376,37 @@ impl EngineCache {
         if let Some(a) = memory_get(&key.digest) {
             return Ok(self.outcome(key, label, a, CacheStatus::Hit, None, None, Vec::new()));
         }
-        with_key_lock(&key.digest, || self.locked_get_or_build(key, label, build))
+        with_key_lock(&key.digest, || {
+            self.locked_get_or_build(key, label, build, None)
+        })
+    }
+
+    /// For an artifact that verified but that the engine then refused (e.g. TensorRT's
+    /// `deserializeCudaEngine` returned null): builds again and replaces the entry, status
+    /// [`CacheStatus::Rebuilt`]. `rejected` is the refused artifact, `reason` why.
+    ///
+    /// When several instances refuse the same artifact at once, only the first rebuilds: under
+    /// the key lock, an entry whose payload differs from `rejected` (someone already replaced it)
+    /// is returned as a [`CacheStatus::Hit`].
+    pub fn rebuild_rejected<F>(
+        &self,
+        key: &CacheKey,
+        label: &str,
+        rejected: &[u8],
+        reason: &str,
+        build: F,
+    ) -> Result<CacheOutcome>
+    where
+        F: FnOnce() -> Result<Vec<u8>>,
+    {
+        check_key(key)?;
+        let rejected = Rejected {
+            sha256: Sha256::digest(rejected).into(),
+            reason: format!("the engine refused it: {reason}"),
+        };
+        with_key_lock(&key.digest, || {
+            self.locked_get_or_build(key, label, build, Some(&rejected))
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -385,7 +431,13 @@ impl EngineCache {
         }
     }
 
-    fn locked_get_or_build<F>(&self, key: &CacheKey, label: &str, build: F) -> Result<CacheOutcome>
+    fn locked_get_or_build<F>(
+        &self,
+        key: &CacheKey,
+        label: &str,
+        build: F,
+        rejected: Option<&Rejected>,
+    ) -> Result<CacheOutcome>
     where
         F: FnOnce() -> Result<Vec<u8>>,
     {
@@ -405,6 +457,7 @@ impl EngineCache {
                 Err(reason) => {
                     let path = entry_file(&root, &key.digest, "engine");
                     match load_entry(&path, Some(key)) {
+                        Ok((h, _)) if is_rejected(&h.payload_sha256, rejected) => {}
                         Ok((_, payload)) => {
                             warnings.push(format!("engine cache location {} is not writable ({reason}); using its entry", loc.display()));
                             return Ok(self.outcome(
@@ -433,7 +486,7 @@ impl EngineCache {
         }
 
         let Some(root) = target else {
-            return self.build_without_disk(key, label, build, warnings, unusable);
+            return self.build_without_disk(key, label, build, warnings, unusable, rejected);
         };
 
         let lock_path = entry_file(&root, &key.digest, "lock");
@@ -452,6 +505,14 @@ impl EngineCache {
         let path = entry_file(&root, &key.digest, "engine");
         let mut status = CacheStatus::Miss;
         match load_entry(&path, Some(key)) {
+            Ok((h, _)) if is_rejected(&h.payload_sha256, rejected) => {
+                let reason = rejected.map(|r| r.reason.clone()).unwrap_or_default();
+                warnings.push(format!(
+                    "engine cache entry {} for '{label}' is unusable ({reason}); rebuilding it",
+                    path.display()
+                ));
+                status = CacheStatus::Rebuilt { reason };
+            }
             Ok((_, payload)) => {
                 // Built by another thread or process while we waited.
                 touch(&path);
@@ -538,13 +599,16 @@ impl EngineCache {
         build: F,
         mut warnings: Vec<String>,
         unusable: Vec<String>,
+        rejected: Option<&Rejected>,
     ) -> Result<CacheOutcome>
     where
         F: FnOnce() -> Result<Vec<u8>>,
     {
         // Another thread may have built it while we waited for the key lock.
         if let Some(a) = memory_get(&key.digest) {
-            return Ok(self.outcome(key, label, a, CacheStatus::Hit, None, None, warnings));
+            if !is_rejected(&Sha256::digest(a.as_slice()).into(), rejected) {
+                return Ok(self.outcome(key, label, a, CacheStatus::Hit, None, None, warnings));
+            }
         }
         let reason = if unusable.is_empty() {
             "no cache location configured".to_string()
@@ -626,6 +690,29 @@ impl EngineCache {
         write_atomic(dir, file, &[&header, bytes]).map_err(|e| {
             Error::internal(format!("cannot write timing cache {}: {e}", path.display()))
         })
+    }
+}
+
+/// An artifact the engine refused (see [`EngineCache::rebuild_rejected`]).
+struct Rejected {
+    sha256: [u8; 32],
+    reason: String,
+}
+
+fn is_rejected(payload_sha256: &[u8; 32], rejected: Option<&Rejected>) -> bool {
+    rejected.is_some_and(|r| &r.sha256 == payload_sha256)
+}
+
+/// A key must be what [`CacheKey::builder`] makes: its digest is the hash of its fields (the
+/// fields are public, so a hand-made key could disagree, and the digest names files).
+fn check_key(key: &CacheKey) -> Result<()> {
+    if key::is_digest(&key.digest) && key::digest_of(&key.fields) == key.digest {
+        Ok(())
+    } else {
+        Err(Error::invalid_arg(format!(
+            "engine cache key {:?} is not the digest of its fields; build keys with CacheKey::builder()",
+            key.digest
+        )))
     }
 }
 

@@ -823,3 +823,77 @@ fn cache_is_send_sync() {
     check::<EngineCache>();
     check::<CacheOutcome>();
 }
+
+#[test]
+fn an_artifact_the_engine_refuses_is_rebuilt_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(&[dir.path()]);
+    let k = key("refused", "");
+    let old = cache
+        .get_or_build(&k, "m", || Ok(payload(1, 500)))
+        .unwrap()
+        .artifact;
+    let out = cache
+        .rebuild_rejected(&k, "m", &old, "deserializeCudaEngine returned null", || {
+            Ok(payload(2, 500))
+        })
+        .unwrap();
+    match &out.status {
+        CacheStatus::Rebuilt { reason } => {
+            assert!(reason.contains("deserializeCudaEngine"), "{reason}")
+        }
+        s => panic!("expected a rebuild, got {s:?}"),
+    }
+    assert_eq!(*out.artifact, payload(2, 500));
+    // A second instance that refused the same old artifact finds the replacement: no build.
+    let again = cache
+        .rebuild_rejected(&k, "m", &old, "null", || panic!("already rebuilt"))
+        .unwrap();
+    assert!(again.is_hit());
+    assert_eq!(*again.artifact, payload(2, 500));
+    assert_eq!(
+        *cache
+            .get_or_build(&k, "m", || panic!("must hit"))
+            .unwrap()
+            .artifact,
+        payload(2, 500)
+    );
+
+    // Memory-only mode as well.
+    let mem = EngineCache::new(CacheConfig {
+        locations: vec![],
+        max_bytes: None,
+        memory_fallback: true,
+    });
+    let km = key("refused-mem", "");
+    let old = mem
+        .get_or_build(&km, "m", || Ok(payload(3, 50)))
+        .unwrap()
+        .artifact;
+    let out = mem
+        .rebuild_rejected(&km, "m", &old, "null", || Ok(payload(4, 50)))
+        .unwrap();
+    assert_eq!(*out.artifact, payload(4, 50));
+    assert_eq!(
+        *mem.get_or_build(&km, "m", || panic!("must hit"))
+            .unwrap()
+            .artifact,
+        payload(4, 50)
+    );
+}
+
+#[test]
+fn a_hand_made_key_that_disagrees_with_its_fields_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(&[dir.path()]);
+    let mut k = key("handmade", "");
+    k.fields.insert("precision".into(), "fp32".into()); // digest no longer matches
+    let err = cache.get_or_build(&k, "m", || Ok(vec![1])).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArg);
+    let bad = CacheKey {
+        digest: "../../x".into(),
+        fields: BTreeMap::new(),
+    };
+    assert!(cache.get_or_build(&bad, "m", || Ok(vec![1])).is_err());
+    assert!(files_below(dir.path()).is_empty());
+}
