@@ -6,6 +6,7 @@
 pub mod api;
 pub mod autocomplete;
 pub mod config;
+pub mod engines;
 pub mod execute;
 pub mod model;
 pub mod params;

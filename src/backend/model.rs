@@ -6,7 +6,7 @@ use super::params::{EngineChoice, ModelParams, OrtGpuProvider};
 use super::BackendState;
 use crate::engine::ort::{ExecutionProvider, OrtFactory};
 use crate::engine::{BuildSpec, Device, Engine, EngineFactory, Runner, Signature};
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::log;
 use crate::triton::{Model, ModelInstance};
 use std::collections::{BTreeMap, HashMap};
@@ -186,22 +186,7 @@ impl ModelState {
     fn load_engine(&self, device: Device) -> Result<Arc<dyn Engine>> {
         let factory = self.factory(device)?;
         let spec = self.build_spec(device);
-        if spec.precision == crate::engine::Precision::Fp16 && !factory.cacheable(&spec) {
-            return Err(Error::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "engine '{}' cannot serve precision_mode FP16",
-                    factory.kind()
-                ),
-            ));
-        }
-        if spec.precision == crate::engine::Precision::Fp16 {
-            return Err(Error::unsupported(
-                "precision_mode FP16 needs the FP16 converter and the engine cache, which this build lacks; \
-                 set precision_mode FP32",
-            ));
-        }
-        factory.load(&spec, None)
+        super::engines::load_engine(self, factory.as_ref(), &spec)
     }
 }
 

@@ -210,7 +210,6 @@ impl FileLock {
     /// Blocks until the lock on `path` (created if absent) is held. Guards against the lock file
     /// being unlinked by eviction between our open and our lock: after locking, the path must
     /// still name the inode we locked, or we start over.
-    #[allow(clippy::incompatible_msrv)] // File::lock is stable since 1.89; the project builds with 1.95.
     pub(crate) fn acquire(path: &Path) -> io::Result<FileLock> {
         loop {
             let file = OpenOptions::new()
@@ -228,7 +227,6 @@ impl FileLock {
 
     /// Takes the lock without waiting (creating the lock file if absent): `Ok(None)` when someone
     /// else holds it.
-    #[allow(clippy::incompatible_msrv)] // File::try_lock is stable since 1.89; the project builds with 1.95.
     pub(crate) fn try_acquire(path: &Path) -> io::Result<Option<FileLock>> {
         let file = OpenOptions::new()
             .read(true)
