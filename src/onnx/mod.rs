@@ -1,13 +1,511 @@
-//! placeholder (the onnx branch replaces it)
-use crate::engine::Signature;
-use crate::error::{Error, Result};
-use std::path::Path;
-pub struct OnnxModel;
-impl OnnxModel {
-    pub fn load(_p: &Path) -> Result<Self> {
-        Err(Error::internal("onnx module not merged"))
-    }
-    pub fn signature(&self) -> Result<Signature> {
-        Err(Error::internal("onnx module not merged"))
+//! ONNX tools: read a model, its I/O [`Signature`], hash it (with its external data) for the
+//! engine cache key, inline external data, and convert FP32 models to mixed FP16 ([`fp16`]).
+//!
+//! The protobuf code is generated at build time from `proto/onnx.proto` (this project's own
+//! schema, wire compatible with ONNX) into [`proto`]. Fields the schema leaves out survive a
+//! parse/serialize round trip as unknown fields.
+
+pub mod fp16;
+
+/// Generated protobuf code (`proto::onnx::ModelProto`, ...); see `proto/onnx.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/protos/mod.rs"));
+}
+
+pub use proto::onnx::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
+};
+
+use crate::engine::{Signature, TensorSpec};
+use crate::error::{Error, ErrorCode, Result};
+use crate::types::DataType;
+use protobuf::Message;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+/// `TensorProto.DataType` values used by this module and by [`fp16`].
+pub mod elem {
+    pub const UNDEFINED: i32 = 0;
+    pub const FLOAT: i32 = 1;
+    pub const INT32: i32 = 6;
+    pub const INT64: i32 = 7;
+    pub const STRING: i32 = 8;
+    pub const BOOL: i32 = 9;
+    pub const FLOAT16: i32 = 10;
+    pub const DOUBLE: i32 = 11;
+}
+
+/// `TensorProto.DataLocation::EXTERNAL`.
+const LOCATION_EXTERNAL: i32 = 1;
+
+/// File name given to models made from bytes ([`OnnxModel::from_bytes`]): it only appears in
+/// messages, external data is resolved against its directory.
+const IN_MEMORY_NAME: &str = "<in-memory model>";
+
+/// Name of an ONNX `TensorProto.DataType` value, for messages ("FLOAT16", "COMPLEX64").
+pub fn onnx_type_name(t: i32) -> String {
+    use proto::onnx::tensor_proto::DataType as D;
+    use protobuf::Enum;
+    match D::from_i32(t) {
+        Some(d) => format!("{d:?}"),
+        None => format!("unknown ONNX data type {t}"),
     }
 }
+
+/// A parsed ONNX model and where it came from.
+#[derive(Debug, Clone)]
+pub struct OnnxModel {
+    /// The parsed model.
+    pub proto: ModelProto,
+    /// Path of the model file. External data locations are resolved against its directory.
+    /// For [`OnnxModel::from_bytes`] it is `<base_dir>/<in-memory model>`.
+    pub path: PathBuf,
+}
+
+impl OnnxModel {
+    /// Reads and parses an ONNX file (external data stays external; see
+    /// [`load_with_external_data`]).
+    ///
+    /// Errors: NOT_FOUND naming the path if the file is missing; INVALID_ARG
+    /// `not an ONNX model: <path>: <protobuf error>` if it does not parse.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = read_file(path, "ONNX model")?;
+        Self::parse(&bytes, path.to_path_buf())
+    }
+
+    /// Parses a model from memory; external data is resolved against `base_dir`.
+    pub fn from_bytes(bytes: &[u8], base_dir: impl AsRef<Path>) -> Result<Self> {
+        Self::parse(bytes, base_dir.as_ref().join(IN_MEMORY_NAME))
+    }
+
+    fn parse(bytes: &[u8], path: PathBuf) -> Result<Self> {
+        let proto = ModelProto::parse_from_bytes(bytes).map_err(|e| {
+            Error::invalid_arg(format!("not an ONNX model: {}: {e}", path.display()))
+        })?;
+        if !proto.graph.is_some() {
+            return Err(Error::invalid_arg(format!(
+                "not an ONNX model: {}: the file parses but has no graph",
+                path.display()
+            )));
+        }
+        Ok(OnnxModel { proto, path })
+    }
+
+    /// Serializes the model (protobuf bytes, as written to a .onnx file).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.proto.write_to_bytes().map_err(|e| {
+            Error::internal(format!("cannot serialize ONNX model {}: {e}", self.path.display()))
+        })
+    }
+
+    /// Directory external data files are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// The main graph (an empty one if the model has none; [`OnnxModel::load`] refuses those).
+    pub fn graph(&self) -> &GraphProto {
+        self.proto.graph.get_or_default()
+    }
+
+    /// The served I/O signature: graph inputs that are not initializers, then graph outputs,
+    /// in graph order. Dims: `dim_value`, or `-1` for a `dim_param` or an unset dim.
+    ///
+    /// Errors (UNSUPPORTED, naming the tensor): a non-tensor value (sequence, map, optional,
+    /// sparse), an element type Triton cannot serve, a tensor without a shape (unknown rank).
+    pub fn signature(&self) -> Result<Signature> {
+        let g = self.graph();
+        let inits: std::collections::HashSet<&str> =
+            g.initializer.iter().map(|t| t.name()).collect();
+        let mut sig = Signature::default();
+        for vi in g.input.iter().filter(|vi| !inits.contains(vi.name())) {
+            sig.inputs.push(self.tensor_spec(vi, "input")?);
+        }
+        for vi in &g.output {
+            sig.outputs.push(self.tensor_spec(vi, "output")?);
+        }
+        Ok(sig)
+    }
+
+    fn tensor_spec(&self, vi: &ValueInfoProto, what: &str) -> Result<TensorSpec> {
+        use proto::onnx::type_proto::Value;
+        let name = vi.name();
+        let model = self.path.display();
+        let tt = match &vi.type_.value {
+            Some(Value::TensorType(t)) => t,
+            Some(other) => {
+                let kind = match other {
+                    Value::SequenceType(_) => "a sequence",
+                    Value::MapType(_) => "a map",
+                    Value::OptionalType(_) => "an optional",
+                    Value::SparseTensorType(_) => "a sparse tensor",
+                    _ => "an opaque value",
+                };
+                return Err(Error::unsupported(format!(
+                    "model {model}: graph {what} '{name}' is {kind}; only dense tensors can be served"
+                )));
+            }
+            None => {
+                return Err(Error::unsupported(format!(
+                    "model {model}: graph {what} '{name}' has no type"
+                )))
+            }
+        };
+        let dtype = DataType::from_onnx(tt.elem_type()).ok_or_else(|| {
+            Error::unsupported(format!(
+                "model {model}: graph {what} '{name}' has element type {}, which cannot be served",
+                onnx_type_name(tt.elem_type())
+            ))
+        })?;
+        let Some(shape) = tt.shape.as_ref() else {
+            return Err(Error::unsupported(format!(
+                "model {model}: graph {what} '{name}' has no shape (unknown rank); give it one in \
+                 the model (e.g. with onnx shape inference)"
+            )));
+        };
+        let dims = shape
+            .dim
+            .iter()
+            .map(|d| if d.has_dim_value() { d.dim_value() } else { -1 })
+            .collect();
+        Ok(TensorSpec { name: name.to_string(), dtype, dims })
+    }
+
+    /// The external data files the model refers to, resolved against [`OnnxModel::base_dir`],
+    /// sorted and without duplicates. Tensors in subgraphs, `Constant` attributes, sparse
+    /// initializers, functions and training graphs are included.
+    ///
+    /// Errors (INVALID_ARG): a location that is absolute, empty, or leaves the model's
+    /// directory (`..`).
+    pub fn external_data_files(&self) -> Result<Vec<PathBuf>> {
+        let mut rel = Vec::new();
+        for_each_tensor(&self.proto, &mut |t| {
+            if let Some(loc) = external_location(t) {
+                rel.push(loc.to_string());
+            }
+        });
+        let mut out = Vec::new();
+        for loc in rel {
+            out.push(self.base_dir().join(checked_location(&loc, &self.path)?));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Reads every externally stored tensor into its `raw_data` and clears its external
+    /// reference, so the model is self-contained.
+    ///
+    /// Errors: a missing file (NOT_FOUND), an offset/length outside the file or a location
+    /// leaving the model directory (INVALID_ARG).
+    pub fn inline_external_data(&mut self) -> Result<()> {
+        let base = self.base_dir().to_path_buf();
+        let model_path = self.path.clone();
+        let mut files: HashMap<PathBuf, File> = HashMap::new();
+        let mut err = None;
+        for_each_tensor_mut(&mut self.proto, &mut |t| {
+            if err.is_some() {
+                return;
+            }
+            if let Err(e) = inline_one(t, &base, &model_path, &mut files) {
+                err = Some(e);
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Loads a model and inlines its external data into `raw_data` (see
+/// [`OnnxModel::inline_external_data`]); the result serializes to self-contained bytes.
+/// Models over 2 GiB cannot be inlined (protobuf's message size limit).
+pub fn load_with_external_data(path: impl AsRef<Path>) -> Result<OnnxModel> {
+    let mut m = OnnxModel::load(path)?;
+    m.inline_external_data()?;
+    Ok(m)
+}
+
+/// SHA-256 (lower-case hex) of the model file's bytes and of every external data file it refers
+/// to. Depends only on contents and on the external files' names relative to the model, never
+/// on where the model lives. Each part is framed as `name length, name, byte length, bytes`
+/// (lengths as u64 little-endian), external files in sorted order, so concatenations cannot
+/// collide. External files are streamed, not read into memory.
+pub fn model_digest(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    let bytes = read_file(path, "ONNX model")?;
+    let model = OnnxModel::parse(&bytes, path.to_path_buf())?;
+    let mut h = Sha256::new();
+    h.update(b"rusttrt-onnx-digest-v1\0");
+    frame(&mut h, b"", bytes.len() as u64);
+    h.update(&bytes);
+    drop(bytes);
+    let base = model.base_dir().to_path_buf();
+    let mut entries: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for f in model.external_data_files()? {
+        let rel = f.strip_prefix(&base).unwrap_or(&f).to_string_lossy().into_owned();
+        entries.insert(rel, f);
+    }
+    for (rel, file) in entries {
+        let mut fh = open_file(&file, path, "external data file")?;
+        let len = fh.metadata()?.len();
+        frame(&mut h, rel.as_bytes(), len);
+        let copied = std::io::copy(&mut (&mut fh).take(len), &mut h)?;
+        if copied != len {
+            return Err(Error::internal(format!(
+                "external data file {} of model {} shrank while it was hashed ({copied} of {len} bytes)",
+                file.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn frame(h: &mut Sha256, name: &[u8], len: u64) {
+    h.update((name.len() as u64).to_le_bytes());
+    h.update(name);
+    h.update(len.to_le_bytes());
+}
+
+fn open_file(path: &Path, model: &Path, what: &str) -> Result<File> {
+    File::open(path).map_err(|e| {
+        let msg = if path == model {
+            format!("cannot open {what} {}: {e}", path.display())
+        } else {
+            format!("cannot open {what} {} (of model {}): {e}", path.display(), model.display())
+        };
+        let code = match e.kind() {
+            std::io::ErrorKind::NotFound => ErrorCode::NotFound,
+            _ => ErrorCode::Internal,
+        };
+        Error::new(code, msg)
+    })
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let mut f = open_file(path, path, what)?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)
+        .map_err(|e| Error::internal(format!("cannot read {what} {}: {e}", path.display())))?;
+    Ok(v)
+}
+
+/// `location` of an externally stored tensor (`None` for inline tensors).
+fn external_location(t: &TensorProto) -> Option<&str> {
+    let external = t.data_location.map(|l| l.value()) == Some(LOCATION_EXTERNAL);
+    if !external {
+        return None;
+    }
+    Some(
+        t.external_data
+            .iter()
+            .find(|kv| kv.key() == "location")
+            .map(|kv| kv.value())
+            .unwrap_or(""),
+    )
+}
+
+/// Checks that an external data location stays inside the model directory.
+fn checked_location(loc: &str, model: &Path) -> Result<PathBuf> {
+    let p = Path::new(loc);
+    let mut depth: i64 = 0;
+    let mut clean = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => {
+                depth += 1;
+                clean.push(s);
+            }
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                clean.pop();
+            }
+            Component::RootDir | Component::Prefix(_) => depth = i64::MIN / 2,
+        }
+        if depth < 0 {
+            break;
+        }
+    }
+    if loc.is_empty() || depth <= 0 || clean.as_os_str().is_empty() {
+        return Err(Error::invalid_arg(format!(
+            "model {}: external data location '{loc}' is not a file inside the model's directory",
+            model.display()
+        )));
+    }
+    Ok(clean)
+}
+
+fn inline_one(
+    t: &mut TensorProto,
+    base: &Path,
+    model: &Path,
+    files: &mut HashMap<PathBuf, File>,
+) -> Result<()> {
+    let Some(loc) = external_location(t) else { return Ok(()) };
+    let file = base.join(checked_location(loc, model)?);
+    let mut offset = 0u64;
+    let mut length = None;
+    for kv in &t.external_data {
+        let parse = |v: &str| {
+            v.parse::<u64>().map_err(|_| {
+                Error::invalid_arg(format!(
+                    "model {}: tensor '{}': external data {} '{v}' is not a number",
+                    model.display(),
+                    t.name(),
+                    kv.key()
+                ))
+            })
+        };
+        match kv.key() {
+            "offset" => offset = parse(kv.value())?,
+            "length" => length = Some(parse(kv.value())?),
+            _ => {}
+        }
+    }
+    if !files.contains_key(&file) {
+        let f = open_file(&file, model, "external data file")?;
+        files.insert(file.clone(), f);
+    }
+    let f = files.get_mut(&file).expect("inserted above");
+    let size = f.metadata()?.len();
+    let length = length.unwrap_or(size.saturating_sub(offset));
+    if offset.checked_add(length).is_none_or(|end| end > size) {
+        return Err(Error::invalid_arg(format!(
+            "model {}: tensor '{}': external data at offset {offset}, length {length} lies \
+             outside {} ({size} bytes)",
+            model.display(),
+            t.name(),
+            file.display()
+        )));
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; length as usize];
+    f.read_exact(&mut buf)?;
+    t.raw_data = Some(buf);
+    t.external_data.clear();
+    t.data_location = None;
+    Ok(())
+}
+
+/// Calls `f` on every tensor of the model: initializers, sparse initializers, tensor-valued
+/// attributes, in the main graph, subgraphs, functions and training graphs.
+pub(crate) fn for_each_tensor(m: &ModelProto, f: &mut dyn FnMut(&TensorProto)) {
+    fn graph(g: &GraphProto, f: &mut dyn FnMut(&TensorProto)) {
+        g.initializer.iter().for_each(&mut *f);
+        for s in &g.sparse_initializer {
+            sparse(s, f);
+        }
+        for n in &g.node {
+            nodes(n, f);
+        }
+    }
+    fn sparse(s: &proto::onnx::SparseTensorProto, f: &mut dyn FnMut(&TensorProto)) {
+        if let Some(v) = s.values.as_ref() {
+            f(v);
+        }
+        if let Some(i) = s.indices.as_ref() {
+            f(i);
+        }
+    }
+    fn nodes(n: &NodeProto, f: &mut dyn FnMut(&TensorProto)) {
+        for a in &n.attribute {
+            if let Some(t) = a.t.as_ref() {
+                f(t);
+            }
+            a.tensors.iter().for_each(&mut *f);
+            if let Some(s) = a.sparse_tensor.as_ref() {
+                sparse(s, f);
+            }
+            for s in &a.sparse_tensors {
+                sparse(s, f);
+            }
+            if let Some(g) = a.g.as_ref() {
+                graph(g, f);
+            }
+            for g in &a.graphs {
+                graph(g, f);
+            }
+        }
+    }
+    if let Some(g) = m.graph.as_ref() {
+        graph(g, f);
+    }
+    for func in &m.functions {
+        for n in &func.node {
+            nodes(n, f);
+        }
+    }
+    for ti in &m.training_info {
+        for g in [ti.initialization.as_ref(), ti.algorithm.as_ref()].into_iter().flatten() {
+            graph(g, f);
+        }
+    }
+}
+
+/// Mutable twin of [`for_each_tensor`].
+pub(crate) fn for_each_tensor_mut(m: &mut ModelProto, f: &mut dyn FnMut(&mut TensorProto)) {
+    fn graph(g: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto)) {
+        g.initializer.iter_mut().for_each(&mut *f);
+        for s in &mut g.sparse_initializer {
+            sparse(s, f);
+        }
+        for n in &mut g.node {
+            nodes(n, f);
+        }
+    }
+    fn sparse(s: &mut proto::onnx::SparseTensorProto, f: &mut dyn FnMut(&mut TensorProto)) {
+        if let Some(v) = s.values.as_mut() {
+            f(v);
+        }
+        if let Some(i) = s.indices.as_mut() {
+            f(i);
+        }
+    }
+    fn nodes(n: &mut NodeProto, f: &mut dyn FnMut(&mut TensorProto)) {
+        for a in &mut n.attribute {
+            if let Some(t) = a.t.as_mut() {
+                f(t);
+            }
+            a.tensors.iter_mut().for_each(&mut *f);
+            if let Some(s) = a.sparse_tensor.as_mut() {
+                sparse(s, f);
+            }
+            for s in &mut a.sparse_tensors {
+                sparse(s, f);
+            }
+            if let Some(g) = a.g.as_mut() {
+                graph(g, f);
+            }
+            for g in &mut a.graphs {
+                graph(g, f);
+            }
+        }
+    }
+    if let Some(g) = m.graph.as_mut() {
+        graph(g, f);
+    }
+    for func in &mut m.functions {
+        for n in &mut func.node {
+            nodes(n, f);
+        }
+    }
+    for ti in &mut m.training_info {
+        for g in [ti.initialization.as_mut(), ti.algorithm.as_mut()].into_iter().flatten() {
+            graph(g, f);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+#[cfg(test)]
+mod tests;
