@@ -268,7 +268,7 @@ impl SplitMix {
 }
 
 /// Seeded random bytes for one input tensor of `dtype` and `count` elements.
-pub fn random_tensor(rng: &mut SplitMix, dtype: DataType, count: usize) -> Vec<u8> {
+fn random_tensor(rng: &mut SplitMix, dtype: DataType, count: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(count * dtype.byte_size());
     for _ in 0..count {
         let x = rng.unit();
