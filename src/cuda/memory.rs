@@ -142,9 +142,7 @@ impl DeviceBuffer {
     fn wait_peer_users(&self) -> Result<()> {
         let users = std::mem::take(&mut *self.peer_users());
         for d in &users {
-            d.ctx()
-                .synchronize()
-                .map_err(err("waiting for a peer device before freeing memory"))?;
+            d.sync_raw("waiting for a peer device before freeing memory")?;
         }
         Ok(())
     }
@@ -174,10 +172,7 @@ fn free_device(device: &Device, ptr: sys::CUdeviceptr) -> Result<()> {
         return Ok(());
     }
     // Any stream of this context may still use the memory: wait for all of them.
-    device
-        .ctx()
-        .synchronize()
-        .map_err(err("waiting for the device before freeing memory"))?;
+    device.sync_raw("waiting for the device before freeing memory")?;
     // SAFETY: `ptr` came from cuMemAlloc on this context, is freed once (the owner forgot it), and
     // no queued work uses it any more (synchronised above).
     unsafe { cu::free_sync(ptr) }.map_err(err("freeing device memory (cuMemFree)"))
@@ -251,13 +246,18 @@ impl PinnedBuffer {
         self.ptr.as_ptr()
     }
 
+    /// `wait` without the panic guard.
+    fn wait_raw(&self) -> Result<()> {
+        self.device.bind()?;
+        // SAFETY: the event is alive (owned by `self`) and belongs to the bound context.
+        unsafe { cu::event::synchronize(self.last_use.cu_event()) }.map_err(err(
+            "waiting for the last copy of a pinned buffer (cuEventSynchronize)",
+        ))
+    }
+
     /// Blocks until the last copy that used this buffer has finished.
     pub fn wait(&self) -> Result<()> {
-        guard("PinnedBuffer::wait", || {
-            self.last_use
-                .synchronize()
-                .map_err(err("waiting for the last copy of a pinned buffer"))
-        })
+        guard("PinnedBuffer::wait", || self.wait_raw())
     }
 
     /// The contents, after waiting for the last copy that used the buffer.
@@ -285,9 +285,7 @@ impl PinnedBuffer {
             return Ok(false);
         }
         guard("PinnedBuffer::ensure", || {
-            self.last_use
-                .synchronize()
-                .map_err(err("waiting for the last copy of a pinned buffer"))?;
+            self.wait_raw()?;
             let old = std::mem::replace(&mut self.ptr, NonNull::dangling());
             let old_len = std::mem::replace(&mut self.len, 0);
             free_pinned(old, old_len)?;
@@ -303,9 +301,7 @@ impl Drop for PinnedBuffer {
     fn drop(&mut self) {
         let _ = guard("PinnedBuffer::drop", || {
             // Never free memory a copy may still use: if waiting fails, leak it instead.
-            self.last_use
-                .synchronize()
-                .map_err(err("waiting for the last copy of a pinned buffer"))?;
+            self.wait_raw()?;
             free_pinned(self.ptr, self.len)
         });
     }

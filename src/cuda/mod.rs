@@ -88,7 +88,16 @@ fn driver_library() -> std::result::Result<(), String> {
             // SAFETY: as above: opening the NVIDIA driver library only runs its initialisers.
             match unsafe { libloading::Library::new(CUDA_LIBRARY) } {
                 Ok(_) => Err("the library opens but cudarc found none of its names usable".into()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    // libloading puts dlerror()'s text in the error's source.
+                    let mut reason = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        reason = format!("{reason}: {s}");
+                        source = s.source();
+                    }
+                    Err(reason)
+                }
             }
         })
         .clone()
@@ -314,12 +323,23 @@ impl Device {
 
     /// Binding without the panic guard, for use inside guarded functions.
     pub(crate) fn bind(&self) -> Result<()> {
-        self.inner.ctx.bind_to_thread().map_err(|e| {
-            driver_error(
-                &format!("making device {}'s context current", self.ordinal()),
-                e,
-            )
-        })
+        // Straight to the driver (not `CudaContext::bind_to_thread`, which first reports any error
+        // cudarc stored while dropping an object, unrelated to this call).
+        let want = self.inner.ctx.cu_ctx();
+        let what = || format!("making device {}'s context current", self.ordinal());
+        let current = cu::ctx::get_current().map_err(|e| driver_error(&what(), e))?;
+        if current != Some(want) {
+            // SAFETY: `want` is the primary context retained by `self`, alive while `self` is.
+            unsafe { cu::ctx::set_current(want) }.map_err(|e| driver_error(&what(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Binds, then waits for all work of the context (`cuCtxSynchronize`), for use inside guarded
+    /// functions.
+    pub(crate) fn sync_raw(&self, what: &str) -> Result<()> {
+        self.bind()?;
+        cu::ctx::synchronize().map_err(err(what))
     }
 
     pub(crate) fn ctx(&self) -> &Arc<CudaContext> {
@@ -334,17 +354,15 @@ impl Device {
     /// Waits until all work queued on this device's context has finished.
     pub fn synchronize(&self) -> Result<()> {
         guard("Device::synchronize", || {
-            self.inner
-                .ctx
-                .synchronize()
-                .map_err(|e| driver_error(&format!("synchronising device {}", self.ordinal()), e))
+            self.sync_raw(&format!("synchronising device {}", self.ordinal()))
         })
     }
 
     /// (free, total) device memory in bytes, as the driver reports it (for leak checks).
     pub fn mem_get_info(&self) -> Result<(usize, usize)> {
         guard("Device::mem_get_info", || {
-            self.inner.ctx.mem_get_info().map_err(|e| {
+            self.bind()?;
+            cu::mem_get_info().map_err(|e| {
                 driver_error(
                     &format!("reading device {}'s memory (cuMemGetInfo)", self.ordinal()),
                     e,

@@ -371,7 +371,15 @@ mod tests {
         assert_eq!(first_diff(&[1, 2], &[1, 2, 3]), Some(2));
     }
 
+    /// The GPU tests measure free memory and timings: one at a time, whatever --test-threads says.
+    static GPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn gpu_lock() -> std::sync::MutexGuard<'static, ()> {
+        GPU.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn run(name: &str) {
+        let _one_at_a_time = gpu_lock();
         let g = open().expect("open device 0");
         let (_, check) = CHECKS
             .iter()
@@ -426,6 +434,7 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA GPU; prints the whole report (--nocapture)"]
     fn gpu_self_test_report() {
+        let _one_at_a_time = gpu_lock();
         match self_test() {
             Ok(r) => println!("{r}"),
             Err(e) => panic!("{e}"),

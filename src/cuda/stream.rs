@@ -60,7 +60,9 @@ impl Stream {
     /// Blocks until everything queued on this stream has finished.
     pub fn synchronize(&self) -> Result<()> {
         guard("Stream::synchronize", || {
-            self.inner.synchronize().map_err(|e| {
+            self.device.bind()?;
+            // SAFETY: the stream is alive (held by `self.inner`) and of the bound context.
+            unsafe { cu::stream::synchronize(self.raw()) }.map_err(|e| {
                 driver_error(
                     &format!("synchronising a stream of device {}", self.device.ordinal()),
                     e,
