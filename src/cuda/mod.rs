@@ -50,14 +50,21 @@ pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// Turns a driver error into an [`Error`] whose message names the failed operation and the CUDA
 /// error (name and description).
 pub(crate) fn driver_error(what: &str, e: DriverError) -> Error {
-    let name = e
-        .error_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| format!("{:?}", e.0));
-    let desc = e
-        .error_string()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "no description".to_string());
+    // Looking the texts up needs the driver's own functions; a driver missing them (cudarc then
+    // panics) still gets the error's enum name.
+    let text =
+        |symbol: &str, f: fn(&DriverError) -> std::result::Result<&std::ffi::CStr, DriverError>| {
+            if !has_symbol(symbol) {
+                return None;
+            }
+            catch_unwind(|| f(&e).ok().map(|s| s.to_string_lossy().into_owned()))
+                .ok()
+                .flatten()
+        };
+    let name =
+        text("cuGetErrorName", DriverError::error_name).unwrap_or_else(|| format!("{:?}", e.0));
+    let desc = text("cuGetErrorString", DriverError::error_string)
+        .unwrap_or_else(|| "no description".to_string());
     let code = match e.0 {
         sys::CUresult::CUDA_ERROR_NO_DEVICE
         | sys::CUresult::CUDA_ERROR_INVALID_DEVICE
@@ -66,6 +73,19 @@ pub(crate) fn driver_error(what: &str, e: DriverError) -> Error {
         _ => ErrorCode::Internal,
     };
     Error::new(code, format!("CUDA: {what} failed: {name} ({desc})"))
+}
+
+/// Whether the loaded driver library exports `symbol` (false when no library is loaded).
+fn has_symbol(symbol: &str) -> bool {
+    if driver_library().is_err() {
+        return false;
+    }
+    catch_unwind(|| {
+        // SAFETY: `culib` opens (once) the library already found loadable; looking a symbol up
+        // runs no code of it. The pointer is not used.
+        unsafe { sys::culib().get::<*const c_void>(symbol.as_bytes()).is_ok() }
+    })
+    .unwrap_or(false)
 }
 
 /// `map_err` shorthand: `cu_call(..).map_err(err("what"))`.
@@ -520,5 +540,102 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no CUDA driver found"));
+    }
+
+    /// A stand-in `libcuda.so.1` with only a few entry points, to check in a child process that a
+    /// driver library that loads but lacks symbols or devices gives errors, never panics.
+    const FAKE_DRIVER_C: &str = r#"
+#ifdef NO_DEVICE
+int cuInit(unsigned flags) { (void)flags; return 100; /* CUDA_ERROR_NO_DEVICE */ }
+#else
+int cuInit(unsigned flags) { (void)flags; return 0; }
+#endif
+int cuDeviceGetCount(int *n) { *n = 1; return 0; }
+"#;
+
+    #[test]
+    fn broken_driver_library_gives_errors_not_panics() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let src = dir.path().join("fake_cuda.c");
+        std::fs::write(&src, FAKE_DRIVER_C).expect("write fake driver source");
+        for scenario in ["one_device_no_symbols", "no_device"] {
+            let lib_dir = dir.path().join(scenario);
+            std::fs::create_dir(&lib_dir).expect("lib dir");
+            let lib = lib_dir.join("libcuda.so.1");
+            let mut cc =
+                std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
+            cc.args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&src);
+            if scenario == "no_device" {
+                cc.arg("-DNO_DEVICE");
+            }
+            let out = cc
+                .output()
+                .expect("run the C compiler (cc) to build a fake libcuda");
+            assert!(
+                out.status.success(),
+                "cc failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // cudarc tries "libcuda.so" before "libcuda.so.1": shadow both.
+            std::fs::copy(&lib, lib_dir.join("libcuda.so")).expect("copy fake lib");
+            let out = std::process::Command::new(std::env::current_exe().expect("test exe"))
+                .args([
+                    "--exact",
+                    "cuda::tests::fake_driver_child",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("LD_LIBRARY_PATH", &lib_dir)
+                .env("RUSTTRT_FAKE_CUDA", scenario)
+                .output()
+                .expect("run the test binary as a child");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success()
+                    && stdout.contains(&format!("fake driver child ok: {scenario}")),
+                "child for {scenario} failed:\n{stdout}\n{stderr}"
+            );
+        }
+    }
+
+    #[test]
+    #[ignore = "child process of broken_driver_library_gives_errors_not_panics (needs its fake libcuda)"]
+    fn fake_driver_child() {
+        let Some(scenario) = std::env::var_os("RUSTTRT_FAKE_CUDA") else {
+            return; // run directly (e.g. with --include-ignored): nothing to check
+        };
+        let scenario = scenario.to_string_lossy().into_owned();
+        assert!(driver_library().is_ok(), "the fake libcuda did not load");
+        let open = catch_unwind(|| Device::open(0)).expect("Device::open must not panic");
+        let e = open.expect_err("the fake driver cannot open a device");
+        let msg = e.to_string();
+        assert!(msg.starts_with("KIND_GPU instance on device 0: "), "{msg}");
+        match scenario.as_str() {
+            "one_device_no_symbols" => {
+                assert!(available());
+                assert_eq!(device_count().unwrap(), 1);
+                // cudarc panics on the missing symbol; it must come back as an error naming it.
+                assert_eq!(e.code(), ErrorCode::Internal, "{msg}");
+                assert!(msg.contains("cuDeviceGet"), "{msg}");
+                let v = catch_unwind(driver_version).expect("driver_version must not panic");
+                assert!(v.unwrap_err().to_string().contains("cuDriverGetVersion"));
+                let st = catch_unwind(self_test).expect("self_test must not panic");
+                assert!(st.is_err());
+            }
+            "no_device" => {
+                assert!(!available());
+                assert_eq!(e.code(), ErrorCode::Unavailable, "{msg}");
+                // cuGetErrorName is missing too: the enum's name still shows.
+                assert!(
+                    msg.contains("cuInit") && msg.contains("CUDA_ERROR_NO_DEVICE"),
+                    "{msg}"
+                );
+                let n = device_count().unwrap_err();
+                assert_eq!(n.code(), ErrorCode::Unavailable);
+            }
+            other => panic!("unknown scenario {other}"),
+        }
+        println!("fake driver child ok: {scenario}: {msg}");
     }
 }
