@@ -331,8 +331,8 @@ fn accuracy_guard(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildS
         .map(|(i, c)| TensorRef::host(&c.name, c.dtype, &shapes[i], &data[i]))
         .collect();
     let names: Vec<&str> = state.config.outputs.iter().map(|o| o.name.as_str()).collect();
-    let mut r16 = fp16.create_runner().map_err(ctx)?;
-    let mut r32 = fp32.create_runner().map_err(ctx)?;
+    let mut r16 = fp16.create_runner(None).map_err(ctx)?;
+    let mut r32 = fp32.create_runner(None).map_err(ctx)?;
     let o16: Vec<(DataType, Vec<i64>, Vec<u8>)> = r16
         .run(&inputs, &names)
         .map_err(ctx)?

@@ -5,6 +5,7 @@
 //! release, with its statistics reported before the release. A bad request gets its own
 //! INVALID_ARG response and the rest of the batch is served.
 
+use super::gpu::{copy_gpu_to_host, copy_host_to_gpu, GpuIo};
 use super::model::InstanceState;
 use crate::engine::{MemLoc, TensorOut, TensorRef};
 use crate::error::{Error, ErrorCode, Result};
@@ -340,6 +341,37 @@ fn group_batch(inst: &InstanceState, slots: &mut [Slot]) -> Vec<usize> {
     chosen
 }
 
+/// Gathers the batch's chunks of one input into a host buffer; a single host chunk is used in
+/// place.
+fn gather_host<'a>(
+    dst: &mut Vec<u8>,
+    inputs: impl Iterator<Item = &'a ReqInput>,
+    bytes: usize,
+) -> Result<(*const u8, usize, MemLoc)> {
+    let inputs: Vec<&ReqInput> = inputs.collect();
+    if let [one] = inputs.as_slice() {
+        if let [b] = one.buffers.as_slice() {
+            if host_memory(b.memory_type) {
+                return Ok((b.ptr, b.len, MemLoc::Host));
+            }
+        }
+    }
+    dst.clear();
+    dst.reserve(bytes);
+    for x in inputs {
+        for b in &x.buffers {
+            if host_memory(b.memory_type) {
+                // SAFETY: Triton guarantees `len` readable bytes at `ptr` in host memory for as
+                // long as the request is unreleased (it is released after the run).
+                dst.extend_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
+            } else {
+                copy_gpu_to_host(dst, b.ptr, b.len, b.memory_type_id)?;
+            }
+        }
+    }
+    Ok((dst.as_ptr(), dst.len(), MemLoc::Host))
+}
+
 /// Gathers, runs and scatters one batch; returns (compute_start, compute_end).
 fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (u64, u64) {
     let model = inst.model.0.clone();
@@ -351,9 +383,10 @@ fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (
         }
     };
 
-    // Gather: one contiguous host tensor per input (zero copy for a single host chunk).
+    // Gather: one contiguous tensor per input, in device memory for GPU instances (zero copy
+    // for a single chunk already where the engine wants it), in host memory otherwise.
     let mut shapes: Vec<Vec<i64>> = Vec::with_capacity(cfg.inputs.len());
-    let mut direct: Vec<Option<(*const u8, usize)>> = Vec::with_capacity(cfg.inputs.len());
+    let mut placed: Vec<(*const u8, usize, MemLoc)> = Vec::with_capacity(cfg.inputs.len());
     for (k, c) in cfg.inputs.iter().enumerate() {
         let first = &slots[batch[0]].inputs[k];
         let mut shape = if cfg.max_batch_size > 0 {
@@ -366,50 +399,27 @@ fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (
         if let Some(r) = &c.reshape {
             if r.iter().all(|&d| d >= 0) {
                 shape = if cfg.max_batch_size > 0 {
-                    std::iter::once(total as i64)
-                        .chain(r.iter().copied())
-                        .collect()
+                    std::iter::once(total as i64).chain(r.iter().copied()).collect()
                 } else {
                     r.clone()
                 };
             }
         }
         shapes.push(shape);
-        let single = batch.len() == 1
-            && first.buffers.len() == 1
-            && host_memory(first.buffers[0].memory_type);
-        if single {
-            direct.push(Some((first.buffers[0].ptr, first.buffers[0].len)));
-            continue;
-        }
-        direct.push(None);
-        let bytes: usize = batch
-            .iter()
-            .map(|&i| {
-                slots[i].inputs[k]
-                    .buffers
-                    .iter()
-                    .map(|b| b.len)
-                    .sum::<usize>()
-            })
-            .sum();
-        let dst = &mut inst.gather[k];
-        dst.clear();
-        dst.reserve(bytes);
-        for &i in batch {
-            for b in &slots[i].inputs[k].buffers {
-                if host_memory(b.memory_type) {
-                    // SAFETY: Triton guarantees `len` readable bytes at `ptr` in host memory for
-                    // as long as the request is unreleased (it is: released after the run).
-                    dst.extend_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
-                } else if let Err(e) =
-                    crate::cuda::copy_device_to_host_vec(dst, b.ptr, b.len, b.memory_type_id)
-                {
-                    let e = e.context(format!("input '{}' in GPU memory", c.name));
-                    fail_all(slots, &e);
-                    let t = now_ns();
-                    return (t, t);
-                }
+        let bytes: usize = batch.iter().map(|&i| slots[i].inputs[k].buffers.iter().map(|b| b.len).sum::<usize>()).sum();
+        let r = if let Some(gpu) = inst.gpu.as_mut() {
+            let chunks: Vec<InputBuffer> = batch.iter().flat_map(|&i| slots[i].inputs[k].buffers.iter().copied()).collect();
+            let ordinal = gpu.ordinal();
+            gpu.gather(k, &chunks, bytes).map(|p| (p as *const u8, bytes, MemLoc::Device(ordinal)))
+        } else {
+            gather_host(&mut inst.gather[k], batch.iter().map(|&i| &slots[i].inputs[k]), bytes)
+        };
+        match r {
+            Ok(p) => placed.push(p),
+            Err(e) => {
+                fail_all(slots, &e.context(format!("input '{}'", c.name)));
+                let t = now_ns();
+                return (t, t);
             }
         }
     }
@@ -418,16 +428,8 @@ fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (
         .iter()
         .enumerate()
         .map(|(k, c)| {
-            let (ptr, bytes) = direct[k].unwrap_or((inst.gather[k].as_ptr(), inst.gather[k].len()));
-            TensorRef {
-                name: &c.name,
-                dtype: c.dtype,
-                shape: &shapes[k],
-                ptr,
-                bytes,
-                loc: MemLoc::Host,
-                _lt: PhantomData,
-            }
+            let (ptr, bytes, loc) = placed[k];
+            TensorRef { name: &c.name, dtype: c.dtype, shape: &shapes[k], ptr, bytes, loc, _lt: PhantomData }
         })
         .collect();
     let mut wanted: Vec<&str> = Vec::new();
@@ -458,10 +460,16 @@ fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (
     let mut offset_batch = 0usize;
     for &i in batch {
         let s = &mut slots[i];
-        if let Err(e) = scatter(cfg, s, &outputs, offset_batch, total) {
+        if let Err(e) = scatter(cfg, s, &outputs, offset_batch, total, inst.gpu.as_mut()) {
             s.error = Some(e.context(format!("model '{}'", model.name)));
         }
         offset_batch += s.batch;
+    }
+    // Copies into GPU response buffers must be done before the responses are sent.
+    if let Some(gpu) = inst.gpu.as_ref() {
+        if let Err(e) = gpu.synchronize() {
+            fail_all(slots, &e.context(format!("model '{}'", model.name)));
+        }
     }
     (compute_start, compute_end)
 }
@@ -472,6 +480,7 @@ fn scatter(
     outputs: &[TensorOut<'_>],
     offset_batch: usize,
     total: usize,
+    mut gpu: Option<&mut GpuIo>,
 ) -> Result<()> {
     let response = s
         .response
@@ -526,7 +535,10 @@ fn scatter(
                     // the response until it is sent; `src` is a distinct engine buffer.
                     unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, len) };
                 } else if mt == TRITONSERVER_MEMORY_GPU {
-                    crate::cuda::copy_host_to_device_raw(dst, src, mid)?;
+                    match gpu.as_deref_mut() {
+                        Some(g) => g.to_device(dst, mid, src)?,
+                        None => copy_host_to_gpu(dst, mid, src)?,
+                    }
                 } else {
                     return Err(Error::internal(format!(
                         "output '{name}': unknown memory type {mt}"

@@ -8,6 +8,7 @@ pub mod autocomplete;
 pub mod config;
 pub mod engines;
 pub mod execute;
+pub mod gpu;
 pub mod model;
 pub mod params;
 

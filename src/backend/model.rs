@@ -198,6 +198,8 @@ pub struct InstanceState {
     pub runner: Box<dyn Runner>,
     /// Host staging buffers for gathered inputs, one per input, reused across calls.
     pub gather: Vec<Vec<u8>>,
+    /// Device, stream and device buffers of a GPU instance.
+    pub gpu: Option<super::gpu::GpuIo>,
 }
 
 /// A shared pointer to the model state that instances hold. The model state itself is owned by
@@ -212,10 +214,7 @@ impl InstanceState {
         let device = match kind {
             triton_abi::TRITONSERVER_INSTANCEGROUPKIND_CPU => Device::Cpu,
             triton_abi::TRITONSERVER_INSTANCEGROUPKIND_GPU => {
-                let id = instance.device_id()?;
-                crate::cuda::device_identity(id)
-                    .map_err(|e| e.context(format!("instance '{name}' (KIND_GPU, device {id})")))?;
-                Device::Gpu(id)
+                Device::Gpu(instance.device_id()?)
             }
             triton_abi::TRITONSERVER_INSTANCEGROUPKIND_MODEL => Device::Cpu,
             other => {
@@ -225,17 +224,19 @@ impl InstanceState {
                 )))
             }
         };
+        // A KIND_GPU instance without a usable driver fails here, with the cuda layer's message.
+        let gpu = match device {
+            Device::Gpu(id) => Some(
+                super::gpu::GpuIo::new(id as usize, model.config.inputs.len())
+                    .map_err(|e| e.context(format!("instance '{name}' (KIND_GPU, device {id})")))?,
+            ),
+            Device::Cpu => None,
+        };
         let engine = model.engine_for(device)?;
         let runner = engine
-            .create_runner()
+            .create_runner(gpu.as_ref().map(|g| &g.stream))
             .map_err(|e| e.context(format!("instance '{name}'")))?;
         let gather = vec![Vec::new(); model.config.inputs.len()];
-        Ok(InstanceState {
-            name,
-            device,
-            model: ModelHandle(model),
-            runner,
-            gather,
-        })
+        Ok(InstanceState { name, device, model: ModelHandle(model), runner, gather, gpu })
     }
 }

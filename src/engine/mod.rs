@@ -157,8 +157,9 @@ pub trait Engine: Send + Sync {
     fn signature(&self) -> &Signature;
     /// What actually runs ("onnxruntime 1.31.1 CPUExecutionProvider").
     fn describe(&self) -> String;
-    /// A runner for one model instance (its own execution context / run state).
-    fn create_runner(&self) -> Result<Box<dyn Runner>>;
+    /// A runner for one model instance (its own execution context / run state), running on the
+    /// instance's CUDA stream when it has one.
+    fn create_runner(&self, stream: Option<&crate::cuda::Stream>) -> Result<Box<dyn Runner>>;
 }
 
 /// Per-instance run state. Never used by two threads at once (Triton serializes Execute per

@@ -156,7 +156,7 @@ impl EngineFactory for OrtFactory {
     fn device_identity(&self, device: Device) -> Result<String> {
         match device {
             Device::Cpu => Ok(cpu_identity()),
-            Device::Gpu(d) => crate::cuda::device_identity(d).map(|i| i.cache_identity()),
+            Device::Gpu(d) => crate::cuda::device_identity(d as usize).map(|i| i.cache_identity()),
         }
     }
     fn cacheable(&self, spec: &BuildSpec) -> bool {
@@ -183,7 +183,7 @@ impl EngineFactory for OrtFactory {
         };
         // Open one session now: parse errors fail the load (with ONNX Runtime's own message),
         // and the signature comes from what ONNX Runtime will actually serve.
-        let session = engine.new_session()?;
+        let session = engine.new_session(None)?;
         let signature = signature_of(&session)
             .map_err(|e| e.context(format!("model '{}'", spec.model_name)))?;
         let engine = OrtEngine {
@@ -217,7 +217,7 @@ fn ort_err(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
 }
 
 impl OrtEngine {
-    fn new_session(&self) -> Result<Session> {
+    fn new_session(&self, stream: Option<&crate::cuda::Stream>) -> Result<Session> {
         let mut b =
             Session::builder(&self.rt.env).map_err(ort_err("ONNX Runtime session builder"))?;
         if let Some(n) = self.intra_threads {
@@ -232,10 +232,13 @@ impl OrtEngine {
         let eps = match &self.ep {
             ExecutionProvider::Cpu => vec![ort::ep::CPU::default().build().error_on_failure()],
             ExecutionProvider::Cuda => {
-                vec![ort::ep::CUDA::default()
-                    .with_device_id(device_id)
-                    .build()
-                    .error_on_failure()]
+                let mut cuda = ort::ep::CUDA::default().with_device_id(device_id);
+                if let Some(s) = stream {
+                    // SAFETY: the stream belongs to the instance that owns this session and
+                    // outlives it (the instance state drops its runner before its GPU I/O).
+                    cuda = unsafe { cuda.with_compute_stream(s.cu_stream() as *mut ()) };
+                }
+                vec![cuda.build().error_on_failure()]
             }
             ExecutionProvider::TensorRt { fp16, cache_dir } => {
                 let mut trt = ort::ep::TensorRT::default()
@@ -347,11 +350,11 @@ impl Engine for OrtEngine {
             self.ep.name()
         )
     }
-    fn create_runner(&self) -> Result<Box<dyn Runner>> {
+    fn create_runner(&self, stream: Option<&crate::cuda::Stream>) -> Result<Box<dyn Runner>> {
         let probe = self.probe.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let session = match probe {
-            Some(s) => s,
-            None => self.new_session()?,
+        let session = match (probe, stream) {
+            (Some(s), None) => s,
+            _ => self.new_session(stream)?,
         };
         let outputs = self
             .signature

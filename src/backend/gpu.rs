@@ -1,0 +1,147 @@
+//! The GPU side of Execute: per-instance device buffers sized for the batch and reused, pinned
+//! host staging for pageable inputs, async copies on the instance's stream.
+//!
+//! Runs only where CUDA exists (the GPU machine); on machines without a driver a KIND_GPU
+//! instance fails its load with the cuda layer's message, and a CPU instance handed GPU memory
+//! answers that request with an error.
+
+use crate::cuda::{Device, DeviceBuffer, PinnedBuffer, Stream};
+use crate::error::{Error, Result};
+use crate::triton::InputBuffer;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use triton_abi::{TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_GPU};
+
+/// Device, stream and reusable buffers of one GPU instance.
+pub struct GpuIo {
+    pub device: Device,
+    pub stream: Stream,
+    /// One device buffer per config input.
+    inputs: Vec<DeviceBuffer>,
+    /// One pinned staging buffer per config input (for pageable host chunks).
+    staging: Vec<PinnedBuffer>,
+    /// Pinned staging for outputs headed to GPU response buffers.
+    pub out_staging: PinnedBuffer,
+}
+
+impl GpuIo {
+    pub fn new(ordinal: usize, n_inputs: usize) -> Result<GpuIo> {
+        let device = Device::open(ordinal)?;
+        device.bind_to_thread()?;
+        let stream = device.new_stream()?;
+        let mut inputs = Vec::with_capacity(n_inputs);
+        let mut staging = Vec::with_capacity(n_inputs);
+        for _ in 0..n_inputs {
+            inputs.push(DeviceBuffer::new(&device, 256)?);
+            staging.push(PinnedBuffer::new(&device, 256)?);
+        }
+        let out_staging = PinnedBuffer::new(&device, 256)?;
+        Ok(GpuIo { device, stream, inputs, staging, out_staging })
+    }
+
+    pub fn ordinal(&self) -> i32 {
+        self.device.ordinal() as i32
+    }
+
+    /// Gathers input `k` of the batch (its chunks in order, `total` bytes) into device memory on
+    /// the stream and returns the device address. One GPU chunk on this device is used in place.
+    pub fn gather(&mut self, k: usize, chunks: &[InputBuffer], total: usize) -> Result<u64> {
+        if let [c] = chunks {
+            if c.memory_type == TRITONSERVER_MEMORY_GPU && c.memory_type_id == self.device.ordinal() as i64 {
+                return Ok(c.ptr as u64);
+            }
+        }
+        self.inputs[k].ensure(total)?;
+        let dst = self.inputs[k].ptr();
+        let pageable: usize = chunks.iter().filter(|c| c.memory_type == TRITONSERVER_MEMORY_CPU).map(|c| c.len).sum();
+        if pageable > 0 {
+            self.staging[k].ensure(pageable)?;
+        }
+        // Pageable chunks are packed into pinned staging first so their copies are async.
+        let staging = if pageable > 0 { Some(self.staging[k].as_mut_slice()?) } else { None };
+        let staging_ptr = staging.as_ref().map(|s| s.as_ptr()).unwrap_or(std::ptr::null());
+        let mut staging = staging;
+        let (mut off, mut soff) = (0usize, 0usize);
+        for c in chunks {
+            match c.memory_type {
+                TRITONSERVER_MEMORY_CPU => {
+                    let s = staging.as_mut().ok_or_else(|| Error::internal("staging missing"))?;
+                    // SAFETY: Triton guarantees `len` readable host bytes at `ptr` until release.
+                    s[soff..soff + c.len].copy_from_slice(unsafe { std::slice::from_raw_parts(c.ptr, c.len) });
+                    // SAFETY: staging is pinned, holds the bytes at `soff` and is not written
+                    // again before the stream is synchronized at the end of Execute; `dst+off`
+                    // has room for `len` bytes (ensured above).
+                    unsafe { self.stream.copy_htod_raw(dst + off as u64, staging_ptr.add(soff), c.len)? };
+                    soff += c.len;
+                }
+                TRITONSERVER_MEMORY_CPU_PINNED => {
+                    // SAFETY: pinned host memory owned by the request, valid until release, which
+                    // happens after the stream is synchronized.
+                    unsafe { self.stream.copy_htod_raw(dst + off as u64, c.ptr, c.len)? };
+                }
+                TRITONSERVER_MEMORY_GPU if c.memory_type_id == self.device.ordinal() as i64 => {
+                    // SAFETY: device memory on this device, valid until release.
+                    unsafe { self.stream.copy_dtod_raw(dst + off as u64, c.ptr as u64, c.len)? };
+                }
+                TRITONSERVER_MEMORY_GPU => {
+                    let src_dev = Device::open(c.memory_type_id as usize)?;
+                    // SAFETY: device memory on `src_dev`, valid until release.
+                    unsafe { self.stream.copy_peer_raw(&self.device, dst + off as u64, &src_dev, c.ptr as u64, c.len)? };
+                }
+                other => return Err(Error::invalid_arg(format!("unknown memory type {other}"))),
+            }
+            off += c.len;
+        }
+        Ok(dst)
+    }
+
+    /// Copies host bytes into a GPU response buffer (async on the stream; synchronize before
+    /// sending).
+    pub fn to_device(&mut self, dst: *mut u8, dst_device: i64, src: &[u8]) -> Result<()> {
+        if dst_device != self.device.ordinal() as i64 {
+            return copy_host_to_gpu(dst, dst_device, src);
+        }
+        // SAFETY: `dst` is a GPU response buffer of at least `src.len()` bytes on this device,
+        // alive until the response is sent (after the stream sync); `src` stays alive and
+        // unchanged until then (the engine's output of this run).
+        unsafe { self.stream.copy_htod_raw(dst as u64, src.as_ptr(), src.len()) }
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize()
+    }
+}
+
+/// Devices and streams for copies done by instances that have none of their own (a CPU
+/// instance handed GPU memory).
+fn helper_stream(ordinal: usize) -> Result<Stream> {
+    static STREAMS: OnceLock<Mutex<HashMap<usize, Stream>>> = OnceLock::new();
+    let mut map = STREAMS.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = map.get(&ordinal) {
+        return Ok(s.clone());
+    }
+    let d = Device::open(ordinal)?;
+    let s = d.new_stream()?;
+    map.insert(ordinal, s.clone());
+    Ok(s)
+}
+
+/// Appends `len` bytes of GPU memory to a host vector (blocking).
+pub fn copy_gpu_to_host(dst: &mut Vec<u8>, src: *const u8, len: usize, device: i64) -> Result<()> {
+    let stream = helper_stream(device as usize)?;
+    let start = dst.len();
+    dst.resize(start + len, 0);
+    // SAFETY: `src` is `len` bytes of device memory on `device` valid until release; `dst` has
+    // room for them; the stream is synchronized before the vector is used.
+    unsafe { stream.copy_dtoh_raw(dst[start..].as_mut_ptr(), src as u64, len)? };
+    stream.synchronize()
+}
+
+/// Copies host bytes into GPU memory (blocking).
+pub fn copy_host_to_gpu(dst: *mut u8, device: i64, src: &[u8]) -> Result<()> {
+    let stream = helper_stream(device as usize)?;
+    // SAFETY: `dst` is at least `src.len()` bytes of device memory on `device`; synchronized
+    // before returning, so `src` outlives the copy.
+    unsafe { stream.copy_htod_raw(dst as u64, src.as_ptr(), src.len())? };
+    stream.synchronize()
+}
