@@ -14,7 +14,6 @@ pub const RT_ERR_BUILD: rt_status = 5;
 pub const RT_ERR_DESERIALIZE: rt_status = 6;
 
 pub const RT_MAX_DIMS: usize = 8;
-pub const RT_LOG_VERBOSE: i32 = 4;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -212,5 +211,15 @@ mod tests {
         // int32 count, 4 bytes padding, 8 x int64 (the layout of TensorRT's Dims64 too).
         assert_eq!(std::mem::size_of::<rt_dims>(), 72);
         assert_eq!(std::mem::offset_of!(rt_dims, d), 8);
+    }
+
+    #[test]
+    fn struct_layouts_match_the_shims_static_asserts() {
+        // Same numbers as the static_asserts in shim.cpp (64-bit Linux).
+        assert_eq!(std::mem::size_of::<rt_profile_input>(), 224);
+        assert_eq!(std::mem::offset_of!(rt_profile_input, max), 152);
+        assert_eq!(std::mem::size_of::<rt_build_options>(), 72);
+        assert_eq!(std::mem::offset_of!(rt_build_options, profiles), 24);
+        assert_eq!(std::mem::offset_of!(rt_build_options, timing_cache_out), 64);
     }
 }

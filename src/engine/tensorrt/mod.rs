@@ -74,14 +74,18 @@ pub struct TensorRtConfig {
     /// Directory of timing-cache files (used by builds whose options say `timing_cache=true`);
     /// `None` disables the timing cache.
     pub timing_cache_dir: Option<PathBuf>,
+    /// Most verbose TensorRT messages passed to the log sink (Info by default; Verbose is
+    /// thousands of lines per build).
+    pub max_log_severity: LogSeverity,
 }
 
 /// Severity of a TensorRT log message (TensorRT's numbers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum LogSeverity {
     InternalError = 0,
     Error = 1,
     Warning = 2,
+    #[default]
     Info = 3,
     Verbose = 4,
 }

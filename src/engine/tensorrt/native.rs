@@ -229,9 +229,14 @@ impl TensorRtFactory {
         let lib = NonNull::new(raw)
             .map(|p| Arc::new(Lib(p)))
             .ok_or_else(|| Error::internal("rt_library_open succeeded without a library handle"))?;
-        // The sink decides what to keep; let verbose messages reach it.
         // SAFETY: plain setter; the trampoline lives for the whole process.
-        unsafe { ffi::rt_set_logger(Some(log_trampoline), ptr::null_mut(), ffi::RT_LOG_VERBOSE) };
+        unsafe {
+            ffi::rt_set_logger(
+                Some(log_trampoline),
+                ptr::null_mut(),
+                config.max_log_severity as i32,
+            )
+        };
         let (mut v, mut build, mut pv) = (0i32, 0i32, 0i32);
         // SAFETY: valid handle and out pointers.
         unsafe { ffi::rt_library_version(lib.0.as_ptr(), &mut v, &mut build, &mut pv) };
@@ -344,6 +349,17 @@ impl TensorRtFactory {
         let device = gpu_of(spec)?;
         let opts = TrtOptions::from_options(&spec.options)?;
         self.gpu.set_device(device)?;
+        if spec.precision == Precision::Fp16
+            && (opts.strongly_typed || Self::header_version_number() >= 11_00_00)
+        {
+            emit_log(
+                LogSeverity::Info,
+                &format!(
+                    "rusttrt: model '{}': strongly typed TensorRT build: FP16 comes from the ONNX's own types",
+                    spec.model_name
+                ),
+            );
+        }
         let net = self.parse(spec, onnx, opts.strongly_typed)?;
         let inputs = Self::network_inputs(&net)?;
         let profiles = derive_profiles(
@@ -411,7 +427,7 @@ impl TensorRtFactory {
             timing_cache_out: &mut cache_out.0,
         };
         call(
-            || format!("building a TensorRT engine for model '{}'", spec.model_name),
+            || "building the TensorRT engine".to_string(),
             |err, len| {
                 // SAFETY: every pointer in `c_opts` refers to memory alive until after the call
                 // (names, c_inputs, c_profiles, cache_in, cache_out); `plan` is a valid out slot.
@@ -437,7 +453,7 @@ impl TensorRtFactory {
         self.gpu.set_device(device)?;
         let mut raw: *mut ffi::rt_engine = ptr::null_mut();
         call(
-            || format!("loading the TensorRT engine of model '{}'", spec.model_name),
+            || "loading the TensorRT engine".to_string(),
             |err, len| {
                 // SAFETY: `plan` is readable for its length during the call; valid out slot.
                 unsafe {

@@ -18,6 +18,7 @@
 
 #include <dlfcn.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -32,6 +33,16 @@
 #if !defined(NV_TENSORRT_MAJOR) || NV_TENSORRT_MAJOR < 10
 #error "rusttrt's TensorRT shim needs TensorRT 10 or newer headers"
 #endif
+
+// The Rust side (src/engine/tensorrt/ffi.rs) mirrors these layouts; its tests assert the same
+// numbers for x86-64 / aarch64 Linux.
+static_assert(sizeof(rt_dims) == 72 && offsetof(rt_dims, d) == 8, "rt_dims layout");
+static_assert(sizeof(rt_dims) == sizeof(nvinfer1::Dims64), "rt_dims is not Dims64-sized");
+static_assert(sizeof(rt_profile_input) == 224 && offsetof(rt_profile_input, max) == 152, "rt_profile_input layout");
+static_assert(sizeof(rt_build_options) == 72 && offsetof(rt_build_options, profiles) == 24 &&
+                  offsetof(rt_build_options, timing_cache_out) == 64,
+              "rt_build_options layout");
+static_assert(RT_MAX_DIMS == nvinfer1::Dims64::MAX_DIMS, "RT_MAX_DIMS differs from TensorRT's MAX_DIMS");
 
 namespace {
 
@@ -636,6 +647,8 @@ extern "C" rt_status rt_network_build(rt_network* net, rt_build_options const* o
                 if (!cache || !config->setTimingCache(*cache, false)) {
                     raise(RT_ERR_INTERNAL, with_log("TensorRT could not create an empty timing cache"));
                 }
+                // Errors about the refused blob are not the build's errors.
+                clear_errors();
             }
         }
 
