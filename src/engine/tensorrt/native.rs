@@ -19,7 +19,7 @@ use std::path::Path;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
-const ERR_LEN: usize = 4096;
+const ERR_LEN: usize = 2048;
 
 /// Calls a shim function that reports through (status, message buffer), adding context.
 fn call(
@@ -31,7 +31,7 @@ fn call(
 
 /// Calls a shim function that reports through (status, message buffer).
 fn call_raw(f: impl FnOnce(*mut c_char, usize) -> ffi::rt_status) -> Result<()> {
-    let mut buf = vec![0u8; ERR_LEN];
+    let mut buf = [0u8; ERR_LEN];
     let st = f(buf.as_mut_ptr().cast(), buf.len());
     if st == ffi::RT_OK {
         return Ok(());
