@@ -52,7 +52,9 @@ pub fn wrap(meta: &EnvelopeMeta, payload: &[u8]) -> Result<Vec<u8>> {
 
 pub fn unwrap(bytes: &[u8]) -> Result<(EnvelopeMeta, &[u8])> {
     let bad = || Error::internal("cached artifact has no rusttrt envelope");
-    let rest = bytes.strip_prefix(ENVELOPE_MAGIC.as_slice()).ok_or_else(bad)?;
+    let rest = bytes
+        .strip_prefix(ENVELOPE_MAGIC.as_slice())
+        .ok_or_else(bad)?;
     if rest.len() < 4 {
         return Err(bad());
     }
@@ -61,7 +63,8 @@ pub fn unwrap(bytes: &[u8]) -> Result<(EnvelopeMeta, &[u8])> {
     if rest.len() < n {
         return Err(bad());
     }
-    let meta: EnvelopeMeta = serde_json::from_slice(&rest[..n]).map_err(|e| Error::internal(format!("envelope: {e}")))?;
+    let meta: EnvelopeMeta = serde_json::from_slice(&rest[..n])
+        .map_err(|e| Error::internal(format!("envelope: {e}")))?;
     Ok((meta, &rest[n..]))
 }
 
@@ -77,13 +80,20 @@ pub fn parse_size(s: &str) -> Result<u64> {
                 "M" => 1 << 20,
                 "G" => 1 << 30,
                 "T" => 1 << 40,
-                _ => return Err(Error::invalid_arg(format!("size '{s}': unknown unit (use K, M, G, T)"))),
+                _ => {
+                    return Err(Error::invalid_arg(format!(
+                        "size '{s}': unknown unit (use K, M, G, T)"
+                    )))
+                }
             };
             (&t[..i], m)
         }
         None => (t, 1),
     };
-    let n: f64 = num.trim().parse().map_err(|_| Error::invalid_arg(format!("size '{s}' is not a number")))?;
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| Error::invalid_arg(format!("size '{s}' is not a number")))?;
     Ok((n * mult as f64) as u64)
 }
 
@@ -106,21 +116,41 @@ pub fn cache_config(state: &ModelState) -> Result<CacheConfig> {
     if let Some(u) = user {
         locations.push(u.join("rusttrt"));
     }
-    let max = state.config.parameter("cache_max_size").or(state.backend.get("cache-max-size"));
-    Ok(CacheConfig { locations, max_bytes: max.map(parse_size).transpose()?, memory_fallback: true })
+    let max = state
+        .config
+        .parameter("cache_max_size")
+        .or(state.backend.get("cache-max-size"));
+    Ok(CacheConfig {
+        locations,
+        max_bytes: max.map(parse_size).transpose()?,
+        memory_fallback: true,
+    })
 }
 
 /// Model parameters that do not change what gets built (they stay out of the cache key).
-const NOT_BUILD_OPTIONS: &[&str] = &["cache_dir", "cache_max_size", "onnxruntime_library", "intra_op_thread_count"];
+const NOT_BUILD_OPTIONS: &[&str] = &[
+    "cache_dir",
+    "cache_max_size",
+    "onnxruntime_library",
+    "intra_op_thread_count",
+];
 
 /// The cache key: content of the model (+ external data), engine, its library version, device
 /// identity, precision, batch profile, every build option, backend version. Never a path.
-pub fn cache_key(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildSpec) -> Result<CacheKey> {
+pub fn cache_key(
+    state: &ModelState,
+    factory: &dyn EngineFactory,
+    spec: &BuildSpec,
+) -> Result<CacheKey> {
     let digest = crate::onnx::model_digest(&spec.model_path)?;
     let profile = format!(
         "max={};opt={}",
         spec.max_batch_size,
-        spec.opt_batch_sizes.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",")
+        spec.opt_batch_sizes
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let mut b = CacheKey::builder()
         .field("model_digest", digest)
@@ -142,7 +172,11 @@ pub fn cache_key(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildSp
 fn fp16_options(state: &ModelState) -> Fp16Options {
     let mut o = Fp16Options::default();
     if let Some(list) = state.config.parameter("fp16_keep_fp32_ops") {
-        o.keep_fp32_ops = list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        o.keep_fp32_ops = list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
     } else {
         o.keep_fp32_ops = default_keep_fp32_ops();
     }
@@ -151,7 +185,11 @@ fn fp16_options(state: &ModelState) -> Fp16Options {
 
 /// Loads the engine for `spec`: from the cache when the engine's artifacts are worth keeping,
 /// else straight from the model file.
-pub fn load_engine(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildSpec) -> Result<Arc<dyn Engine>> {
+pub fn load_engine(
+    state: &ModelState,
+    factory: &dyn EngineFactory,
+    spec: &BuildSpec,
+) -> Result<Arc<dyn Engine>> {
     if !factory.cacheable(spec) {
         return factory.load(spec, None);
     }
@@ -163,10 +201,18 @@ pub fn load_engine(state: &ModelState, factory: &dyn EngineFactory, spec: &Build
     match load_from_outcome(factory, spec, &outcome) {
         Ok(e) => Ok(e),
         Err(e) if outcome.is_hit() => {
-            log!(Warn, "model '{}': the cached engine was refused ({e}); rebuilding", state.name);
-            let outcome = cache.rebuild_rejected(&key, &state.name, &outcome.artifact, &e.to_string(), || {
-                build_artifact(state, factory, spec)
-            })?;
+            log!(
+                Warn,
+                "model '{}': the cached engine was refused ({e}); rebuilding",
+                state.name
+            );
+            let outcome = cache.rebuild_rejected(
+                &key,
+                &state.name,
+                &outcome.artifact,
+                &e.to_string(),
+                || build_artifact(state, factory, spec),
+            )?;
             report(&outcome);
             load_from_outcome(factory, spec, &outcome)
         }
@@ -181,9 +227,17 @@ fn report(outcome: &CacheOutcome) {
     log!(Info, "{outcome}");
 }
 
-fn load_from_outcome(factory: &dyn EngineFactory, spec: &BuildSpec, outcome: &CacheOutcome) -> Result<Arc<dyn Engine>> {
+fn load_from_outcome(
+    factory: &dyn EngineFactory,
+    spec: &BuildSpec,
+    outcome: &CacheOutcome,
+) -> Result<Arc<dyn Engine>> {
     let (meta, payload) = unwrap(&outcome.artifact)?;
-    let served = if meta.served_precision == "FP16" { Precision::Fp16 } else { Precision::Fp32 };
+    let served = if meta.served_precision == "FP16" {
+        Precision::Fp16
+    } else {
+        Precision::Fp32
+    };
     if let Some(g) = &meta.guard {
         let verdict = if g.passed { "passed" } else { "FAILED" };
         log!(
@@ -195,12 +249,26 @@ fn load_from_outcome(factory: &dyn EngineFactory, spec: &BuildSpec, outcome: &Ca
             meta.served_precision
         );
     }
-    let spec = BuildSpec { precision: served, ..spec.clone() };
-    factory.load(&spec, if payload.is_empty() { None } else { Some(payload) })
+    let spec = BuildSpec {
+        precision: served,
+        ..spec.clone()
+    };
+    factory.load(
+        &spec,
+        if payload.is_empty() {
+            None
+        } else {
+            Some(payload)
+        },
+    )
 }
 
 /// Builds the envelope for a cache miss: FP16 conversion, engine build, accuracy guard.
-fn build_artifact(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildSpec) -> Result<Vec<u8>> {
+fn build_artifact(
+    state: &ModelState,
+    factory: &dyn EngineFactory,
+    spec: &BuildSpec,
+) -> Result<Vec<u8>> {
     let t0 = Instant::now();
     log!(Info, "model '{}': building a {} {} engine (this happens once per model, engine, device and settings)", state.name, spec.precision.as_str(), factory.kind());
     let mut model = crate::onnx::load_with_external_data(&spec.model_path)?;
@@ -212,8 +280,14 @@ fn build_artifact(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildS
     }
     let onnx = model.to_bytes()?;
     let artifact = factory.build(spec, &onnx)?;
-    if spec.precision != Precision::Fp16 || !super::params::bool_param(&state.config, "fp16_accuracy_guard", true)? {
-        let meta = EnvelopeMeta { served_precision: spec.precision.as_str().into(), guard: None, fp16_report: report };
+    if spec.precision != Precision::Fp16
+        || !super::params::bool_param(&state.config, "fp16_accuracy_guard", true)?
+    {
+        let meta = EnvelopeMeta {
+            served_precision: spec.precision.as_str().into(),
+            guard: None,
+            fp16_report: report,
+        };
         return wrap(&meta, &artifact);
     }
     let guard = accuracy_guard(state, factory, spec, &artifact)?;
@@ -227,7 +301,11 @@ fn build_artifact(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildS
         guard.detail
     );
     if guard.passed {
-        let meta = EnvelopeMeta { served_precision: "FP16".into(), guard: Some(guard), fp16_report: report };
+        let meta = EnvelopeMeta {
+            served_precision: "FP16".into(),
+            guard: Some(guard),
+            fp16_report: report,
+        };
         return wrap(&meta, &artifact);
     }
     log!(
@@ -237,18 +315,32 @@ fn build_artifact(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildS
         guard.min_cosine,
         min_cosine(state)
     );
-    let fp32 = BuildSpec { precision: Precision::Fp32, ..spec.clone() };
+    let fp32 = BuildSpec {
+        precision: Precision::Fp32,
+        ..spec.clone()
+    };
     let payload = if factory.cacheable(&fp32) {
-        factory.build(&fp32, &crate::onnx::load_with_external_data(&spec.model_path)?.to_bytes()?)?
+        factory.build(
+            &fp32,
+            &crate::onnx::load_with_external_data(&spec.model_path)?.to_bytes()?,
+        )?
     } else {
         Vec::new()
     };
-    let meta = EnvelopeMeta { served_precision: "FP32".into(), guard: Some(guard), fp16_report: report };
+    let meta = EnvelopeMeta {
+        served_precision: "FP32".into(),
+        guard: Some(guard),
+        fp16_report: report,
+    };
     wrap(&meta, &payload)
 }
 
 fn min_cosine(state: &ModelState) -> f64 {
-    state.config.parameter("fp16_min_cosine").and_then(|s| s.parse().ok()).unwrap_or(0.999)
+    state
+        .config
+        .parameter("fp16_min_cosine")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.999)
 }
 
 /// Deterministic pseudo-random numbers (splitmix64) for the guard's inputs.
@@ -290,25 +382,58 @@ fn random_tensor(rng: &mut SplitMix, dtype: DataType, count: usize) -> Vec<u8> {
 
 fn to_f32(dtype: DataType, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
-        DataType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        DataType::F64 => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
-        DataType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        DataType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DataType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DataType::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        DataType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DataType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         _ => return None,
     })
 }
 
 /// Runs the FP16 engine and the FP32 reference on the same seeded inputs and compares every
 /// floating-point output per row (per batch item).
-fn accuracy_guard(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildSpec, artifact: &[u8]) -> Result<GuardResult> {
+fn accuracy_guard(
+    state: &ModelState,
+    factory: &dyn EngineFactory,
+    spec: &BuildSpec,
+    artifact: &[u8],
+) -> Result<GuardResult> {
     let ctx = |e: Error| e.context(format!("model '{}': FP16 accuracy guard", state.name));
     let fp16 = factory.load(spec, Some(artifact)).map_err(ctx)?;
-    let fp32_spec = BuildSpec { precision: Precision::Fp32, ..spec.clone() };
-    let fp32_artifact =
-        if factory.cacheable(&fp32_spec) { Some(factory.build(&fp32_spec, &std::fs::read(&spec.model_path)?)?) } else { None };
-    let fp32 = factory.load(&fp32_spec, fp32_artifact.as_deref()).map_err(ctx)?;
-    let batch = if spec.max_batch_size > 0 { spec.max_batch_size.min(4) } else { 1 };
-    let seed = state.config.parameter("fp16_guard_seed").and_then(|s| s.parse().ok()).unwrap_or(20261127u64);
+    let fp32_spec = BuildSpec {
+        precision: Precision::Fp32,
+        ..spec.clone()
+    };
+    let fp32_artifact = if factory.cacheable(&fp32_spec) {
+        Some(factory.build(&fp32_spec, &std::fs::read(&spec.model_path)?)?)
+    } else {
+        None
+    };
+    let fp32 = factory
+        .load(&fp32_spec, fp32_artifact.as_deref())
+        .map_err(ctx)?;
+    let batch = if spec.max_batch_size > 0 {
+        spec.max_batch_size.min(4)
+    } else {
+        1
+    };
+    let seed = state
+        .config
+        .parameter("fp16_guard_seed")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261127u64);
     let mut rng = SplitMix(seed);
     let mut shapes = Vec::new();
     let mut data = Vec::new();
@@ -316,7 +441,11 @@ fn accuracy_guard(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildS
         let mut shape = state.config.engine_shape(c);
         for (i, d) in shape.iter_mut().enumerate() {
             if *d < 0 {
-                *d = if i == 0 && spec.max_batch_size > 0 { batch as i64 } else { 1 };
+                *d = if i == 0 && spec.max_batch_size > 0 {
+                    batch as i64
+                } else {
+                    1
+                };
             }
         }
         let n = crate::types::element_count(&shape).unwrap_or(0);
@@ -330,30 +459,61 @@ fn accuracy_guard(state: &ModelState, factory: &dyn EngineFactory, spec: &BuildS
         .enumerate()
         .map(|(i, c)| TensorRef::host(&c.name, c.dtype, &shapes[i], &data[i]))
         .collect();
-    let names: Vec<&str> = state.config.outputs.iter().map(|o| o.name.as_str()).collect();
+    let names: Vec<&str> = state
+        .config
+        .outputs
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
     let mut r16 = fp16.create_runner(None).map_err(ctx)?;
     let mut r32 = fp32.create_runner(None).map_err(ctx)?;
     let o16: Vec<(DataType, Vec<i64>, Vec<u8>)> = r16
         .run(&inputs, &names)
         .map_err(ctx)?
         .iter()
-        .map(|o| (o.dtype, o.shape.clone(), o.host_bytes().unwrap_or_default().to_vec()))
+        .map(|o| {
+            (
+                o.dtype,
+                o.shape.clone(),
+                o.host_bytes().unwrap_or_default().to_vec(),
+            )
+        })
         .collect();
     let o32 = r32.run(&inputs, &names).map_err(ctx)?;
     let threshold = min_cosine(state);
-    let max_rel: f64 = state.config.parameter("fp16_max_relative_l2").and_then(|s| s.parse().ok()).unwrap_or(f64::INFINITY);
+    let max_rel: f64 = state
+        .config
+        .parameter("fp16_max_relative_l2")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::INFINITY);
     let (mut worst_cos, mut worst_l2) = (1.0f64, 0.0f64);
     let mut detail = Vec::new();
     for (k, out32) in o32.iter().enumerate() {
         let (dt16, shape16, bytes16) = &o16[k];
-        let b32 = out32.host_bytes().ok_or_else(|| ctx(Error::internal("FP32 output not in host memory")))?;
+        let b32 = out32
+            .host_bytes()
+            .ok_or_else(|| ctx(Error::internal("FP32 output not in host memory")))?;
         if let (Some(a), Some(b)) = (to_f32(out32.dtype, b32), to_f32(*dt16, bytes16)) {
             if a.len() != b.len() {
-                return Err(ctx(Error::internal(format!("output '{}': FP16 shape {:?} vs FP32 {:?}", names[k], shape16, out32.shape))));
+                return Err(ctx(Error::internal(format!(
+                    "output '{}': FP16 shape {:?} vs FP32 {:?}",
+                    names[k], shape16, out32.shape
+                ))));
             }
-            let row = if spec.max_batch_size > 0 { a.len() / batch.max(1) } else { *out32.shape.last().unwrap_or(&0) as usize };
+            let row = if spec.max_batch_size > 0 {
+                a.len() / batch.max(1)
+            } else {
+                *out32.shape.last().unwrap_or(&0) as usize
+            };
             let (cos, l2) = cosine_and_rel_l2(&a, &b, row);
-            let (cos, l2) = (if cos.is_nan() { -1.0 } else { cos as f64 }, if l2.is_nan() { f64::INFINITY } else { l2 as f64 });
+            let (cos, l2) = (
+                if cos.is_nan() { -1.0 } else { cos as f64 },
+                if l2.is_nan() {
+                    f64::INFINITY
+                } else {
+                    l2 as f64
+                },
+            );
             detail.push(format!("{}: cosine {cos:.6}, rel L2 {l2:.3e}", names[k]));
             worst_cos = worst_cos.min(cos);
             worst_l2 = worst_l2.max(l2);
@@ -384,7 +544,11 @@ mod tests {
 
     #[test]
     fn envelope_round_trip_and_rejects_foreign_bytes() {
-        let meta = EnvelopeMeta { served_precision: "FP16".into(), guard: None, fp16_report: None };
+        let meta = EnvelopeMeta {
+            served_precision: "FP16".into(),
+            guard: None,
+            fp16_report: None,
+        };
         let w = wrap(&meta, b"engine").unwrap();
         let (m, p) = unwrap(&w).unwrap();
         assert_eq!(m, meta);

@@ -399,20 +399,39 @@ fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (
         if let Some(r) = &c.reshape {
             if r.iter().all(|&d| d >= 0) {
                 shape = if cfg.max_batch_size > 0 {
-                    std::iter::once(total as i64).chain(r.iter().copied()).collect()
+                    std::iter::once(total as i64)
+                        .chain(r.iter().copied())
+                        .collect()
                 } else {
                     r.clone()
                 };
             }
         }
         shapes.push(shape);
-        let bytes: usize = batch.iter().map(|&i| slots[i].inputs[k].buffers.iter().map(|b| b.len).sum::<usize>()).sum();
+        let bytes: usize = batch
+            .iter()
+            .map(|&i| {
+                slots[i].inputs[k]
+                    .buffers
+                    .iter()
+                    .map(|b| b.len)
+                    .sum::<usize>()
+            })
+            .sum();
         let r = if let Some(gpu) = inst.gpu.as_mut() {
-            let chunks: Vec<InputBuffer> = batch.iter().flat_map(|&i| slots[i].inputs[k].buffers.iter().copied()).collect();
+            let chunks: Vec<InputBuffer> = batch
+                .iter()
+                .flat_map(|&i| slots[i].inputs[k].buffers.iter().copied())
+                .collect();
             let ordinal = gpu.ordinal();
-            gpu.gather(k, &chunks, bytes).map(|p| (p as *const u8, bytes, MemLoc::Device(ordinal)))
+            gpu.gather(k, &chunks, bytes)
+                .map(|p| (p as *const u8, bytes, MemLoc::Device(ordinal)))
         } else {
-            gather_host(&mut inst.gather[k], batch.iter().map(|&i| &slots[i].inputs[k]), bytes)
+            gather_host(
+                &mut inst.gather[k],
+                batch.iter().map(|&i| &slots[i].inputs[k]),
+                bytes,
+            )
         };
         match r {
             Ok(p) => placed.push(p),
@@ -429,7 +448,15 @@ fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (
         .enumerate()
         .map(|(k, c)| {
             let (ptr, bytes, loc) = placed[k];
-            TensorRef { name: &c.name, dtype: c.dtype, shape: &shapes[k], ptr, bytes, loc, _lt: PhantomData }
+            TensorRef {
+                name: &c.name,
+                dtype: c.dtype,
+                shape: &shapes[k],
+                ptr,
+                bytes,
+                loc,
+                _lt: PhantomData,
+            }
         })
         .collect();
     let mut wanted: Vec<&str> = Vec::new();

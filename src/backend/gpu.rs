@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::triton::InputBuffer;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
-use triton_abi::{TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_GPU};
+use triton_abi::{
+    TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_GPU,
+};
 
 /// Device, stream and reusable buffers of one GPU instance.
 pub struct GpuIo {
@@ -36,7 +38,13 @@ impl GpuIo {
             staging.push(PinnedBuffer::new(&device, 256)?);
         }
         let out_staging = PinnedBuffer::new(&device, 256)?;
-        Ok(GpuIo { device, stream, inputs, staging, out_staging })
+        Ok(GpuIo {
+            device,
+            stream,
+            inputs,
+            staging,
+            out_staging,
+        })
     }
 
     pub fn ordinal(&self) -> i32 {
@@ -47,31 +55,50 @@ impl GpuIo {
     /// the stream and returns the device address. One GPU chunk on this device is used in place.
     pub fn gather(&mut self, k: usize, chunks: &[InputBuffer], total: usize) -> Result<u64> {
         if let [c] = chunks {
-            if c.memory_type == TRITONSERVER_MEMORY_GPU && c.memory_type_id == self.device.ordinal() as i64 {
+            if c.memory_type == TRITONSERVER_MEMORY_GPU
+                && c.memory_type_id == self.device.ordinal() as i64
+            {
                 return Ok(c.ptr as u64);
             }
         }
         self.inputs[k].ensure(total)?;
         let dst = self.inputs[k].ptr();
-        let pageable: usize = chunks.iter().filter(|c| c.memory_type == TRITONSERVER_MEMORY_CPU).map(|c| c.len).sum();
+        let pageable: usize = chunks
+            .iter()
+            .filter(|c| c.memory_type == TRITONSERVER_MEMORY_CPU)
+            .map(|c| c.len)
+            .sum();
         if pageable > 0 {
             self.staging[k].ensure(pageable)?;
         }
         // Pageable chunks are packed into pinned staging first so their copies are async.
-        let staging = if pageable > 0 { Some(self.staging[k].as_mut_slice()?) } else { None };
-        let staging_ptr = staging.as_ref().map(|s| s.as_ptr()).unwrap_or(std::ptr::null());
+        let staging = if pageable > 0 {
+            Some(self.staging[k].as_mut_slice()?)
+        } else {
+            None
+        };
+        let staging_ptr = staging
+            .as_ref()
+            .map(|s| s.as_ptr())
+            .unwrap_or(std::ptr::null());
         let mut staging = staging;
         let (mut off, mut soff) = (0usize, 0usize);
         for c in chunks {
             match c.memory_type {
                 TRITONSERVER_MEMORY_CPU => {
-                    let s = staging.as_mut().ok_or_else(|| Error::internal("staging missing"))?;
+                    let s = staging
+                        .as_mut()
+                        .ok_or_else(|| Error::internal("staging missing"))?;
                     // SAFETY: Triton guarantees `len` readable host bytes at `ptr` until release.
-                    s[soff..soff + c.len].copy_from_slice(unsafe { std::slice::from_raw_parts(c.ptr, c.len) });
+                    s[soff..soff + c.len]
+                        .copy_from_slice(unsafe { std::slice::from_raw_parts(c.ptr, c.len) });
                     // SAFETY: staging is pinned, holds the bytes at `soff` and is not written
                     // again before the stream is synchronized at the end of Execute; `dst+off`
                     // has room for `len` bytes (ensured above).
-                    unsafe { self.stream.copy_htod_raw(dst + off as u64, staging_ptr.add(soff), c.len)? };
+                    unsafe {
+                        self.stream
+                            .copy_htod_raw(dst + off as u64, staging_ptr.add(soff), c.len)?
+                    };
                     soff += c.len;
                 }
                 TRITONSERVER_MEMORY_CPU_PINNED => {
@@ -81,12 +108,23 @@ impl GpuIo {
                 }
                 TRITONSERVER_MEMORY_GPU if c.memory_type_id == self.device.ordinal() as i64 => {
                     // SAFETY: device memory on this device, valid until release.
-                    unsafe { self.stream.copy_dtod_raw(dst + off as u64, c.ptr as u64, c.len)? };
+                    unsafe {
+                        self.stream
+                            .copy_dtod_raw(dst + off as u64, c.ptr as u64, c.len)?
+                    };
                 }
                 TRITONSERVER_MEMORY_GPU => {
                     let src_dev = Device::open(c.memory_type_id as usize)?;
                     // SAFETY: device memory on `src_dev`, valid until release.
-                    unsafe { self.stream.copy_peer_raw(&self.device, dst + off as u64, &src_dev, c.ptr as u64, c.len)? };
+                    unsafe {
+                        self.stream.copy_peer_raw(
+                            &self.device,
+                            dst + off as u64,
+                            &src_dev,
+                            c.ptr as u64,
+                            c.len,
+                        )?
+                    };
                 }
                 other => return Err(Error::invalid_arg(format!("unknown memory type {other}"))),
             }
@@ -104,7 +142,10 @@ impl GpuIo {
         // SAFETY: `dst` is a GPU response buffer of at least `src.len()` bytes on this device,
         // alive until the response is sent (after the stream sync); `src` stays alive and
         // unchanged until then (the engine's output of this run).
-        unsafe { self.stream.copy_htod_raw(dst as u64, src.as_ptr(), src.len()) }
+        unsafe {
+            self.stream
+                .copy_htod_raw(dst as u64, src.as_ptr(), src.len())
+        }
     }
 
     pub fn synchronize(&self) -> Result<()> {
@@ -116,7 +157,10 @@ impl GpuIo {
 /// instance handed GPU memory).
 fn helper_stream(ordinal: usize) -> Result<Stream> {
     static STREAMS: OnceLock<Mutex<HashMap<usize, Stream>>> = OnceLock::new();
-    let mut map = STREAMS.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = STREAMS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(s) = map.get(&ordinal) {
         return Ok(s.clone());
     }

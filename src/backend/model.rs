@@ -213,9 +213,7 @@ impl InstanceState {
         let kind = instance.kind()?;
         let device = match kind {
             triton_abi::TRITONSERVER_INSTANCEGROUPKIND_CPU => Device::Cpu,
-            triton_abi::TRITONSERVER_INSTANCEGROUPKIND_GPU => {
-                Device::Gpu(instance.device_id()?)
-            }
+            triton_abi::TRITONSERVER_INSTANCEGROUPKIND_GPU => Device::Gpu(instance.device_id()?),
             triton_abi::TRITONSERVER_INSTANCEGROUPKIND_MODEL => Device::Cpu,
             other => {
                 return Err(Error::invalid_arg(format!(
@@ -237,6 +235,13 @@ impl InstanceState {
             .create_runner(gpu.as_ref().map(|g| &g.stream))
             .map_err(|e| e.context(format!("instance '{name}'")))?;
         let gather = vec![Vec::new(); model.config.inputs.len()];
-        Ok(InstanceState { name, device, model: ModelHandle(model), runner, gather, gpu })
+        Ok(InstanceState {
+            name,
+            device,
+            model: ModelHandle(model),
+            runner,
+            gather,
+            gpu,
+        })
     }
 }

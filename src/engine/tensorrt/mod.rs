@@ -11,6 +11,7 @@
 //!
 //! See docs/tensorrt.md.
 
+pub mod cuda_glue;
 pub mod options;
 
 #[cfg(rusttrt_tensorrt)]
@@ -191,6 +192,36 @@ fn gpu_of(spec: &BuildSpec) -> Result<i32> {
 
 #[cfg(rusttrt_tensorrt)]
 pub use native::{TensorRtEngine, TensorRtFactory};
+
+/// Whether this build has the native TensorRT engine (TensorRT headers were found at build time).
+pub fn compiled_in() -> bool {
+    cfg!(rusttrt_tensorrt)
+}
+
+/// The TensorRT factory with the backend's settings and the cuda layer plugged in. The
+/// libraries come from the backend config (`tensorrt-library`, `tensorrt-parser-library`) or
+/// the loader's search path; TensorRT's log goes to Triton's log.
+pub fn factory(
+    backend: &crate::backend::BackendState,
+) -> Result<Box<dyn crate::engine::EngineFactory>> {
+    set_log_sink(Arc::new(|sev, msg| {
+        let level = match sev {
+            LogSeverity::InternalError | LogSeverity::Error => crate::triton::LogLevel::Error,
+            LogSeverity::Warning => crate::triton::LogLevel::Warn,
+            LogSeverity::Info => crate::triton::LogLevel::Info,
+            LogSeverity::Verbose => crate::triton::LogLevel::Verbose,
+        };
+        crate::triton::log(level, "tensorrt", 0, msg);
+    }));
+    let config = TensorRtConfig {
+        nvinfer_path: backend.get("tensorrt-library").map(PathBuf::from),
+        parser_path: backend.get("tensorrt-parser-library").map(PathBuf::from),
+        timing_cache_dir: None,
+        max_log_severity: LogSeverity::Warning,
+    };
+    let f = TensorRtFactory::new(config, Arc::new(cuda_glue::CudaRuntime))?;
+    Ok(Box::new(f))
+}
 
 /// Native TensorRT engines (this build has no TensorRT: [`TensorRtFactory::new`] fails).
 #[cfg(not(rusttrt_tensorrt))]

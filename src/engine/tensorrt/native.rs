@@ -689,7 +689,7 @@ impl Engine for TensorRtEngine {
         self.description.clone()
     }
 
-    fn create_runner(&self) -> Result<Box<dyn Runner>> {
+    fn create_runner(&self, stream: Option<&crate::cuda::Stream>) -> Result<Box<dyn Runner>> {
         self.gpu.set_device(self.device)?;
         let mut raw: *mut ffi::rt_context = ptr::null_mut();
         call(
@@ -710,7 +710,12 @@ impl Engine for TensorRtEngine {
             ptr,
             _engine: self.handle.clone(),
         };
-        let stream = self.gpu.create_stream(self.device)?;
+        // The instance's stream when it has one (copies and enqueue stay in order with the
+        // backend's own copies), else a stream of the runner's own.
+        let stream: Box<dyn GpuStream> = match stream {
+            Some(s) => Box::new(super::cuda_glue::CudaStream(s.clone())),
+            None => self.gpu.create_stream(self.device)?,
+        };
         let n = self.io.len();
         Ok(Box::new(TensorRtRunner {
             ctx,
