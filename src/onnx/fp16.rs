@@ -10,8 +10,9 @@
 //!   FP16 (round to nearest even; values beyond ±65504 are clamped and counted; values that become
 //!   subnormal or flush to zero are counted). A constant only FP32 nodes use stays FP32; one used
 //!   by both gets a second (FP32) copy when small, or a `Cast` when large.
-//! * `Cast(to=FLOAT)`, `dtype` attributes (`RandomNormal`, `RandomUniform`, `*Like`, `EyeLike`,
-//!   `Bernoulli`) and `ConstantOfShape` values inside the FP16 region are rewritten to FLOAT16.
+//! * `Cast(to=FLOAT)` and `ConstantOfShape` values inside the FP16 region are rewritten to
+//!   FLOAT16. Ops with a `dtype` attribute (`RandomNormal`, `RandomUniform`, `*Like`, `EyeLike`,
+//!   `Bernoulli`, `Multinomial`) stay FP32 (see rule 2 below).
 //! * With `keep_io_types`, graph inputs and outputs keep their FP32 type: a `Cast` to FP16 follows
 //!   each FP32 input (once, shared by its consumers) and each FP32 output keeps its name, produced
 //!   by a `Cast` from the renamed FP16 value.
@@ -26,8 +27,10 @@
 //!
 //! 1. Ops in [`Fp16Options::keep_fp32_ops`] ([`default_keep_fp32_ops`] explains the defaults).
 //! 2. Ops whose type constraints exclude FLOAT16 or that are quantization boundaries: `Range`,
-//!    `NonMaxSuppression`, `QuantizeLinear`, `DequantizeLinear`, `DynamicQuantizeLinear`; and the
-//!    `scales` input of `Resize` / `Upsample`, which must be FLOAT.
+//!    `NonMaxSuppression`, `QuantizeLinear`, `DequantizeLinear`, `DynamicQuantizeLinear`; value
+//!    generators without FP16 kernels in ONNX Runtime (`RandomNormal`, `RandomUniform`, `*Like`,
+//!    `Bernoulli`, `Multinomial`, `EyeLike`); and the `scales` input of `Resize` / `Upsample`,
+//!    which must be FLOAT.
 //! 3. Shape arithmetic: a FLOAT node whose non-constant inputs all derive from `Shape` / `Size`
 //!    (e.g. `Cast(Shape(x), FLOAT) * 1.5 → Cast(INT64) → Resize sizes`). FP16 has integers exact
 //!    only up to 2048, so such values must not pass through FP16.
@@ -58,7 +61,10 @@ pub struct Fp16Options {
 
 impl Default for Fp16Options {
     fn default() -> Self {
-        Fp16Options { keep_fp32_ops: default_keep_fp32_ops(), keep_io_types: true }
+        Fp16Options {
+            keep_fp32_ops: default_keep_fp32_ops(),
+            keep_io_types: true,
+        }
     }
 }
 
@@ -168,7 +174,12 @@ pub fn convert_to_fp16(model: &OnnxModel, opts: &Fp16Options) -> Result<(OnnxMod
     if let Some(g) = out.proto.graph.as_ref() {
         collect_names(g, &mut names);
     }
-    let mut cx = Ctx { opts, names, report: Fp16Report::default(), model: model.path.display().to_string() };
+    let mut cx = Ctx {
+        opts,
+        names,
+        report: Fp16Report::default(),
+        model: model.path.display().to_string(),
+    };
     let graph = out.proto.graph.take().unwrap_or_default();
     let converted = cx.convert_graph(&graph, &HashMap::new(), &HashMap::new(), true)?;
     out.proto.graph = MessageField::some(converted);
@@ -188,7 +199,12 @@ pub fn specialize_batch(model: &OnnxModel, batch: i64) -> Result<OnnxModel> {
     let mut out = model.clone();
     let g = out.proto.graph.mut_or_insert_default();
     let inits: HashSet<String> = g.initializer.iter().map(|t| t.name().to_string()).collect();
-    for vi in g.input.iter_mut().filter(|vi| !inits.contains(vi.name())).chain(g.output.iter_mut()) {
+    for vi in g
+        .input
+        .iter_mut()
+        .filter(|vi| !inits.contains(vi.name()))
+        .chain(g.output.iter_mut())
+    {
         if let Some(super::proto::onnx::type_proto::Value::TensorType(tt)) =
             vi.type_.as_mut().and_then(|t| t.value.as_mut())
         {
@@ -206,7 +222,11 @@ pub fn specialize_batch(model: &OnnxModel, batch: i64) -> Result<OnnxModel> {
 /// where exactly one is zero counts as 0. Any NaN gives NaN. Panics if the lengths differ.
 pub fn cosine_and_rel_l2(a: &[f32], b: &[f32], row_len: usize) -> (f32, f32) {
     assert_eq!(a.len(), b.len(), "cosine_and_rel_l2: lengths differ");
-    let row_len = if row_len == 0 { a.len().max(1) } else { row_len };
+    let row_len = if row_len == 0 {
+        a.len().max(1)
+    } else {
+        row_len
+    };
     let mut min_cos = 1.0f64;
     let (mut diff2, mut ref2) = (0.0f64, 0.0f64);
     for (ra, rb) in a.chunks(row_len).zip(b.chunks(row_len)) {
@@ -249,46 +269,196 @@ pub fn cosine_and_rel_l2(a: &[f32], b: &[f32], row_len: usize) -> (f32, f32) {
 
 /// Default-domain ops whose FLOAT inputs and outputs share one type variable that allows FLOAT16.
 const T_OPS: &[&str] = &[
-    "Abs", "Acos", "Acosh", "Add", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh",
-    "AveragePool", "BatchNormalization", "CastLike", "Ceil", "Celu", "Clip", "Col2Im", "Concat",
-    "Conv", "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace", "Det", "Div", "Dropout",
-    "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor", "Gather",
-    "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool", "GlobalLpPool",
-    "GlobalMaxPool", "Greater", "GreaterOrEqual", "GridSample", "GroupNormalization", "HardSigmoid",
-    "HardSwish", "Hardmax", "Identity", "InstanceNormalization", "IsInf", "IsNaN", "LRN",
-    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
-    "LpNormalization", "LpPool", "MatMul", "Max", "MaxPool", "MaxRoiPool", "MaxUnpool", "Mean",
-    "MeanVarianceNormalization", "Min", "Mish", "Mod", "Mul", "Neg", "OneHot", "PRelu", "Pad",
-    "Pow", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
-    "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape",
-    "Resize", "ReverseSequence", "RoiAlign", "Round", "Scatter", "ScatterElements", "ScatterND",
-    "Selu", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Slice", "Softmax", "Softplus",
-    "Softsign", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh",
-    "ThresholdedRelu", "Tile", "TopK", "Transpose", "Trilu", "Unique", "Unsqueeze", "Upsample",
+    "Abs",
+    "Acos",
+    "Acosh",
+    "Add",
+    "ArgMax",
+    "ArgMin",
+    "Asin",
+    "Asinh",
+    "Atan",
+    "Atanh",
+    "AveragePool",
+    "BatchNormalization",
+    "CastLike",
+    "Ceil",
+    "Celu",
+    "Clip",
+    "Col2Im",
+    "Concat",
+    "Conv",
+    "ConvTranspose",
+    "Cos",
+    "Cosh",
+    "CumSum",
+    "DepthToSpace",
+    "Det",
+    "Div",
+    "Dropout",
+    "Einsum",
+    "Elu",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalLpPool",
+    "GlobalMaxPool",
+    "Greater",
+    "GreaterOrEqual",
+    "GridSample",
+    "GroupNormalization",
+    "HardSigmoid",
+    "HardSwish",
+    "Hardmax",
+    "Identity",
+    "InstanceNormalization",
+    "IsInf",
+    "IsNaN",
+    "LRN",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "LogSoftmax",
+    "LpNormalization",
+    "LpPool",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "MaxRoiPool",
+    "MaxUnpool",
+    "Mean",
+    "MeanVarianceNormalization",
+    "Min",
+    "Mish",
+    "Mod",
+    "Mul",
+    "Neg",
+    "OneHot",
+    "PRelu",
+    "Pad",
+    "Pow",
+    "Reciprocal",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "ReverseSequence",
+    "RoiAlign",
+    "Round",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
+    "Selu",
+    "Shrink",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Sinh",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Softsign",
+    "SpaceToDepth",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tan",
+    "Tanh",
+    "ThresholdedRelu",
+    "Tile",
+    "TopK",
+    "Transpose",
+    "Trilu",
+    "Unique",
+    "Unsqueeze",
+    "Upsample",
     "Where",
 ];
 
 /// Ops that produce FLOAT from non-float inputs through an attribute the converter rewrites.
-const ATTR_OPS: &[&str] = &[
-    "Cast", "ConstantOfShape", "EyeLike", "RandomNormal", "RandomUniform", "RandomNormalLike",
-    "RandomUniformLike", "Bernoulli",
-];
+const ATTR_OPS: &[&str] = &["Cast", "ConstantOfShape"];
 
-/// Ops whose type constraints exclude FLOAT16 or that sit at quantization boundaries.
-const FP32_ONLY: &[&str] =
-    &["Range", "NonMaxSuppression", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"];
+/// Ops whose type constraints exclude FLOAT16, that sit at quantization boundaries, or that
+/// generate values (random / identity) and have no FP16 kernel in ONNX Runtime's CPU and CUDA
+/// providers; generators cost nothing to run in FP32 (their output is cast down once).
+const FP32_ONLY: &[&str] = &[
+    "Range",
+    "NonMaxSuppression",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Bernoulli",
+    "Multinomial",
+    "EyeLike",
+];
 
 /// Cheap elementwise / data-movement ops that stay FP32 when fed only by FP32 nodes.
 const FOLLOWERS: &[&str] = &[
-    "Abs", "Add", "Cast", "Clip", "Concat", "Div", "Dropout", "Expand", "Flatten", "Gather",
-    "Identity", "Max", "Min", "Mul", "Neg", "Pad", "Relu", "Reshape", "Slice", "Split", "Squeeze",
-    "Sub", "Sum", "Tile", "Transpose", "Unsqueeze", "Where",
+    "Abs",
+    "Add",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Div",
+    "Dropout",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "Identity",
+    "Max",
+    "Min",
+    "Mul",
+    "Neg",
+    "Pad",
+    "Relu",
+    "Reshape",
+    "Slice",
+    "Split",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tile",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
 ];
 
 /// Data generators: their outputs never count as shape arithmetic.
 const GENERATORS: &[&str] = &[
-    "ConstantOfShape", "EyeLike", "RandomNormal", "RandomUniform", "RandomNormalLike",
-    "RandomUniformLike", "Bernoulli", "Multinomial",
+    "ConstantOfShape",
+    "EyeLike",
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Bernoulli",
+    "Multinomial",
 ];
 
 /// (op, input index) that must stay FLOAT whatever the node's precision.
@@ -298,7 +468,10 @@ fn fixed_fp32_input(op: &str, idx: usize) -> bool {
 
 /// (op, output index) whose type is fixed FLOAT (not the node's T).
 fn fixed_fp32_output(op: &str, idx: usize) -> bool {
-    matches!((op, idx), ("LayerNormalization", 1) | ("LayerNormalization", 2))
+    matches!(
+        (op, idx),
+        ("LayerNormalization", 1) | ("LayerNormalization", 2)
+    )
 }
 
 fn is_default_domain(d: &str) -> bool {
@@ -421,17 +594,26 @@ fn infer_outputs(n: &NodeProto, ins: &[Option<i32>]) -> Vec<Option<i32>> {
         | "Xor" | "IsNaN" | "IsInf" => all(Some(elem::BOOL)),
         "TopK" | "MaxPool" => vec![i(0), Some(elem::INT64)],
         "Dropout" => vec![i(0), Some(elem::BOOL)],
-        "Unique" => vec![i(0), Some(elem::INT64), Some(elem::INT64), Some(elem::INT64)],
+        "Unique" => vec![
+            i(0),
+            Some(elem::INT64),
+            Some(elem::INT64),
+            Some(elem::INT64),
+        ],
         "Where" => all(i(1)),
         "OneHot" => all(i(2)),
         "LayerNormalization" => {
-            let stash = attr_i(n, "stash_type").map(|v| v as i32).unwrap_or(elem::FLOAT);
+            let stash = attr_i(n, "stash_type")
+                .map(|v| v as i32)
+                .unwrap_or(elem::FLOAT);
             vec![i(0), Some(stash), Some(stash)]
         }
         "Constant" => all(constant_node_type(n)),
-        "ConstantOfShape" => {
-            all(Some(attr(n, "value").map(|a| a.t.data_type()).unwrap_or(elem::FLOAT)))
-        }
+        "ConstantOfShape" => all(Some(
+            attr(n, "value")
+                .map(|a| a.t.data_type())
+                .unwrap_or(elem::FLOAT),
+        )),
         "RandomNormal" | "RandomUniform" => all(dtype_or(Some(elem::FLOAT))),
         "EyeLike" | "RandomNormalLike" | "RandomUniformLike" | "Bernoulli" => all(dtype_or(i(0))),
         "Multinomial" => all(dtype_or(Some(elem::INT32))),
@@ -441,11 +623,15 @@ fn infer_outputs(n: &NodeProto, ins: &[Option<i32>]) -> Vec<Option<i32>> {
         "DequantizeLinear" => all(i(1)),
         "DynamicQuantizeLinear" => vec![Some(2), Some(elem::FLOAT), Some(2)],
         "QLinearMatMul" | "QLinearConv" => all(i(7)),
-        "If" => attr(n, "then_branch").map(|a| graph_output_types(&a.g)).unwrap_or_default(),
+        "If" => attr(n, "then_branch")
+            .map(|a| graph_output_types(&a.g))
+            .unwrap_or_default(),
         "Loop" => attr(n, "body")
             .map(|a| graph_output_types(&a.g).into_iter().skip(1).collect())
             .unwrap_or_default(),
-        "Scan" => attr(n, "body").map(|a| graph_output_types(&a.g)).unwrap_or_default(),
+        "Scan" => attr(n, "body")
+            .map(|a| graph_output_types(&a.g))
+            .unwrap_or_default(),
         op if T_OPS.contains(&op) => all(first),
         _ => all(None),
     };
@@ -477,7 +663,14 @@ impl Ctx<'_> {
         let mut types: HashMap<String, TInfo> = outer
             .iter()
             .map(|(k, v)| {
-                (k.clone(), TInfo { class: Class::Flex, constant: false, ..v.clone() })
+                (
+                    k.clone(),
+                    TInfo {
+                        class: Class::Flex,
+                        constant: false,
+                        ..v.clone()
+                    },
+                )
             })
             .collect();
         let mut vi_types: HashMap<&str, i32> = HashMap::new();
@@ -488,14 +681,24 @@ impl Ctx<'_> {
         }
         let input_names: HashSet<&str> = g.input.iter().map(|v| v.name()).collect();
         for vi in &g.input {
-            let t = TInfo { ty: vi_elem_type(vi), class: Class::Flex, shape_derived: false, constant: false };
+            let t = TInfo {
+                ty: vi_elem_type(vi),
+                class: Class::Flex,
+                shape_derived: false,
+                constant: false,
+            };
             types.insert(vi.name().to_string(), t);
         }
         for t in &g.initializer {
             if input_names.contains(t.name()) {
                 continue;
             }
-            let info = TInfo { ty: Some(t.data_type()), class: Class::Flex, shape_derived: false, constant: true };
+            let info = TInfo {
+                ty: Some(t.data_type()),
+                class: Class::Flex,
+                shape_derived: false,
+                constant: true,
+            };
             types.insert(t.name().to_string(), info);
         }
         for s in &g.sparse_initializer {
@@ -513,7 +716,13 @@ impl Ctx<'_> {
             let ins: Vec<Option<&TInfo>> = n
                 .input
                 .iter()
-                .map(|s| if s.is_empty() { None } else { types.get(s.as_str()) })
+                .map(|s| {
+                    if s.is_empty() {
+                        None
+                    } else {
+                        types.get(s.as_str())
+                    }
+                })
                 .collect();
             let in_tys: Vec<Option<i32>> = ins.iter().map(|t| t.and_then(|t| t.ty)).collect();
             let unknown_in = n
@@ -527,18 +736,27 @@ impl Ctx<'_> {
                     *o = Some(t);
                 }
             }
-            let float_in: Vec<usize> =
-                (0..ins.len()).filter(|&k| in_tys[k] == Some(elem::FLOAT)).collect();
+            let float_in: Vec<usize> = (0..ins.len())
+                .filter(|&k| in_tys[k] == Some(elem::FLOAT))
+                .collect();
             let float_out = outs.contains(&Some(elem::FLOAT));
             let op = n.op_type();
             let std = is_default_domain(n.domain());
-            let nonconst: Vec<&TInfo> = ins.iter().flatten().filter(|t| !t.constant).copied().collect();
+            let nonconst: Vec<&TInfo> = ins
+                .iter()
+                .flatten()
+                .filter(|t| !t.constant)
+                .copied()
+                .collect();
             let shape_out = std
                 && !GENERATORS.contains(&op)
                 && (op == "Shape"
                     || op == "Size"
                     || (!nonconst.is_empty() && nonconst.iter().all(|t| t.shape_derived)));
-            let has_graph_attr = n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty());
+            let has_graph_attr = n
+                .attribute
+                .iter()
+                .any(|a| a.g.is_some() || !a.graphs.is_empty());
             let mode = if std && op == "Constant" {
                 Mode::Constant
             } else if std && matches!(op, "If" | "Loop" | "Scan") {
@@ -559,8 +777,11 @@ impl Ctx<'_> {
             {
                 Mode::F32
             } else {
-                let fl: Vec<&TInfo> =
-                    float_in.iter().filter_map(|&k| ins[k]).filter(|t| !t.constant).collect();
+                let fl: Vec<&TInfo> = float_in
+                    .iter()
+                    .filter_map(|&k| ins[k])
+                    .filter(|t| !t.constant)
+                    .collect();
                 let follower = FOLLOWERS.contains(&op)
                     && fl.iter().any(|t| t.class == Class::Fp32)
                     && fl.iter().all(|t| t.class != Class::Fp16);
@@ -580,7 +801,11 @@ impl Ctx<'_> {
                 for &k in &float_in {
                     let name = &n.input[k];
                     if ins[k].is_some_and(|t| t.constant) && !outer.contains_key(name) {
-                        let w = if fixed_fp32_input(op, k) { Prec::F32 } else { w };
+                        let w = if fixed_fp32_input(op, k) {
+                            Prec::F32
+                        } else {
+                            w
+                        };
                         let d = demand.entry(name.clone()).or_default();
                         match w {
                             Prec::F16 => d.0 = true,
@@ -609,9 +834,16 @@ impl Ctx<'_> {
             modes.push(mode);
         }
         // Graph outputs demand their I/O precision.
-        let out_prec = if main && !self.opts.keep_io_types { Prec::F16 } else { Prec::F32 };
+        let out_prec = if main && !self.opts.keep_io_types {
+            Prec::F16
+        } else {
+            Prec::F32
+        };
         for o in &g.output {
-            if types.get(o.name()).is_some_and(|t| t.constant && t.ty == Some(elem::FLOAT)) {
+            if types
+                .get(o.name())
+                .is_some_and(|t| t.constant && t.ty == Some(elem::FLOAT))
+            {
                 let d = demand.entry(o.name().to_string()).or_default();
                 match out_prec {
                     Prec::F16 => d.0 = true,
@@ -619,14 +851,22 @@ impl Ctx<'_> {
                 }
             }
         }
-        Plan { types, modes, demand }
+        Plan {
+            types,
+            modes,
+            demand,
+        }
     }
 
     /// Storage precision of a local FLOAT constant and whether FP32 consumers get a copy.
     fn constant_storage(&self, name: &str, plan: &Plan, g: &GraphProto, main: bool) -> Prec {
         let is_output = g.output.iter().any(|o| o.name() == name);
         if is_output {
-            return if main && !self.opts.keep_io_types { Prec::F16 } else { Prec::F32 };
+            return if main && !self.opts.keep_io_types {
+                Prec::F16
+            } else {
+                Prec::F32
+            };
         }
         match plan.demand.get(name) {
             Some((false, true)) => Prec::F32,
@@ -642,23 +882,39 @@ impl Ctx<'_> {
         main: bool,
     ) -> Result<GraphProto> {
         let plan = self.analyze(g, outer_types, main);
-        let io_prec = if main && !self.opts.keep_io_types { Prec::F16 } else { Prec::F32 };
+        let io_prec = if main && !self.opts.keep_io_types {
+            Prec::F16
+        } else {
+            Prec::F32
+        };
         let mut out = g.clone();
         out.node.clear();
         let mut avail: HashMap<String, Avail> = outer_avail.clone();
         let mut nodes: Vec<NodeProto> = Vec::new();
-        let init_names: HashSet<String> = g.initializer.iter().map(|t| t.name().to_string()).collect();
+        let init_names: HashSet<String> =
+            g.initializer.iter().map(|t| t.name().to_string()).collect();
 
         // Graph inputs.
         for vi in out.input.iter_mut() {
             if vi_elem_type(vi) != Some(elem::FLOAT) {
                 continue;
             }
-            let prec = if init_names.contains(vi.name()) { Prec::F32 } else { io_prec };
+            let prec = if init_names.contains(vi.name()) {
+                Prec::F32
+            } else {
+                io_prec
+            };
             if prec == Prec::F16 {
                 set_vi_type(vi, elem::FLOAT16);
             }
-            avail.insert(vi.name().to_string(), Avail { native: vi.name().to_string(), prec, other: None });
+            avail.insert(
+                vi.name().to_string(),
+                Avail {
+                    native: vi.name().to_string(),
+                    prec,
+                    other: None,
+                },
+            );
         }
         let input_names: HashSet<String> = g.input.iter().map(|v| v.name().to_string()).collect();
 
@@ -670,7 +926,11 @@ impl Ctx<'_> {
             }
             let name = t.name().to_string();
             let prec = self.constant_storage(&name, &plan, g, main);
-            let mut a = Avail { native: name.clone(), prec, other: None };
+            let mut a = Avail {
+                native: name.clone(),
+                prec,
+                other: None,
+            };
             if prec == Prec::F16 {
                 let orig = t.clone();
                 *t = self.tensor_to_fp16(&orig)?;
@@ -698,15 +958,25 @@ impl Ctx<'_> {
                 s.values = MessageField::some(v);
                 self.report.initializers_converted += 1;
             }
-            avail.insert(name.clone(), Avail { native: name, prec, other: None });
+            avail.insert(
+                name.clone(),
+                Avail {
+                    native: name,
+                    prec,
+                    other: None,
+                },
+            );
         }
 
         let outputs: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
         for (n, mode) in g.node.iter().zip(&plan.modes) {
             let op = n.op_type().to_string();
             let mut node = n.clone();
-            let is_float =
-                |name: &str| plan.types.get(name).is_some_and(|t| t.ty == Some(elem::FLOAT));
+            let is_float = |name: &str| {
+                plan.types
+                    .get(name)
+                    .is_some_and(|t| t.ty == Some(elem::FLOAT))
+            };
             // Subgraphs first (they see the values available before this node).
             for a in node.attribute.iter_mut() {
                 if let Some(sub) = a.g.as_ref() {
@@ -741,7 +1011,11 @@ impl Ctx<'_> {
                 if name.is_empty() || !is_float(&name) {
                     continue;
                 }
-                let want = if fixed_fp32_input(&op, k) { Prec::F32 } else { node_prec };
+                let want = if fixed_fp32_input(&op, k) {
+                    Prec::F32
+                } else {
+                    node_prec
+                };
                 node.input[k] = self.version(&name, want, &mut avail, &mut nodes);
             }
             if node_prec == Prec::F16 {
@@ -753,14 +1027,32 @@ impl Ctx<'_> {
                 if name.is_empty() || !is_float(&name) {
                     continue;
                 }
-                let prec = if fixed_fp32_output(&op, k) { Prec::F32 } else { node_prec };
+                let prec = if fixed_fp32_output(&op, k) {
+                    Prec::F32
+                } else {
+                    node_prec
+                };
                 if main && outputs.contains(&name) && prec != io_prec {
                     let internal = self.fresh(&format!("{name}_{}", prec_tag(prec)));
                     node.output[k] = internal.clone();
                     after.push(self.cast_node(&internal, &name, io_prec));
-                    avail.insert(name.clone(), Avail { native: internal, prec, other: Some(name) });
+                    avail.insert(
+                        name.clone(),
+                        Avail {
+                            native: internal,
+                            prec,
+                            other: Some(name),
+                        },
+                    );
                 } else {
-                    avail.insert(name.clone(), Avail { native: name, prec, other: None });
+                    avail.insert(
+                        name.clone(),
+                        Avail {
+                            native: name,
+                            prec,
+                            other: None,
+                        },
+                    );
                 }
             }
             nodes.push(node);
@@ -771,7 +1063,11 @@ impl Ctx<'_> {
         // positional, so they are renamed to their FP32 versions.
         for o in out.output.iter_mut() {
             let name = o.name().to_string();
-            if !plan.types.get(&name).is_some_and(|t| t.ty == Some(elem::FLOAT)) {
+            if plan
+                .types
+                .get(&name)
+                .is_none_or(|t| t.ty != Some(elem::FLOAT))
+            {
                 continue;
             }
             if main {
@@ -817,7 +1113,9 @@ impl Ctx<'_> {
         avail: &mut HashMap<String, Avail>,
         nodes: &mut Vec<NodeProto>,
     ) -> String {
-        let Some(a) = avail.get(name) else { return name.to_string() };
+        let Some(a) = avail.get(name) else {
+            return name.to_string();
+        };
         if a.prec == want {
             return a.native.clone();
         }
@@ -861,7 +1159,11 @@ impl Ctx<'_> {
             return Ok(());
         }
         let prec = self.constant_storage(&name, plan, g, main);
-        let mut a = Avail { native: name.clone(), prec, other: None };
+        let mut a = Avail {
+            native: name.clone(),
+            prec,
+            other: None,
+        };
         if prec == Prec::F16 {
             let converted = self.constant_to_fp16(&node)?;
             self.report.constants_converted += 1;
@@ -964,14 +1266,13 @@ fn set_vi_type(vi: &mut super::ValueInfoProto, t: i32) {
     }
 }
 
-/// Rewrites the attributes of a node moving into FP16: `to` / `dtype` FLOAT → FLOAT16, FLOAT
-/// tensor attributes (ConstantOfShape's `value`) to FP16.
+/// Rewrites the attributes of a node moving into FP16: Cast's `to` FLOAT → FLOAT16, FLOAT
+/// tensor attributes (ConstantOfShape's `value`, default 0.0 made explicit) to FP16.
 fn rewrite_attrs_fp16(n: &mut NodeProto, report: &mut Fp16Report, model: &str) -> Result<()> {
     let op = n.op_type().to_string();
     for a in n.attribute.iter_mut() {
         match a.name() {
             "to" if op == "Cast" && a.i() == elem::FLOAT as i64 => a.set_i(elem::FLOAT16 as i64),
-            "dtype" if a.i() == elem::FLOAT as i64 => a.set_i(elem::FLOAT16 as i64),
             _ => {
                 if a.t.is_some() && a.t.data_type() == elem::FLOAT {
                     let t = tensor_to_fp16(&a.t, report, model)?;
@@ -982,9 +1283,6 @@ fn rewrite_attrs_fp16(n: &mut NodeProto, report: &mut Fp16Report, model: &str) -
         }
     }
     match op.as_str() {
-        "RandomNormal" | "RandomUniform" if attr(n, "dtype").is_none() => {
-            n.attribute.push(int_attr("dtype", elem::FLOAT16 as i64));
-        }
         "ConstantOfShape" if attr(n, "value").is_none() => {
             let mut t = TensorProto::new();
             t.dims.push(1);
@@ -1008,7 +1306,9 @@ pub(crate) fn float_values(t: &TensorProto, model: &str) -> Result<Vec<f32>> {
                 raw.len()
             )));
         }
-        raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        raw.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     } else {
         t.float_data.clone()
     };

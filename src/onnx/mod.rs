@@ -99,7 +99,10 @@ impl OnnxModel {
     /// Serializes the model (protobuf bytes, as written to a .onnx file).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         self.proto.write_to_bytes().map_err(|e| {
-            Error::internal(format!("cannot serialize ONNX model {}: {e}", self.path.display()))
+            Error::internal(format!(
+                "cannot serialize ONNX model {}: {e}",
+                self.path.display()
+            ))
         })
     }
 
@@ -173,7 +176,11 @@ impl OnnxModel {
             .iter()
             .map(|d| if d.has_dim_value() { d.dim_value() } else { -1 })
             .collect();
-        Ok(TensorSpec { name: name.to_string(), dtype, dims })
+        Ok(TensorSpec {
+            name: name.to_string(),
+            dtype,
+            dims,
+        })
     }
 
     /// The external data files the model refers to, resolved against [`OnnxModel::base_dir`],
@@ -249,7 +256,11 @@ pub fn model_digest(path: impl AsRef<Path>) -> Result<String> {
     let base = model.base_dir().to_path_buf();
     let mut entries: BTreeMap<String, PathBuf> = BTreeMap::new();
     for f in model.external_data_files()? {
-        let rel = f.strip_prefix(&base).unwrap_or(&f).to_string_lossy().into_owned();
+        let rel = f
+            .strip_prefix(&base)
+            .unwrap_or(&f)
+            .to_string_lossy()
+            .into_owned();
         entries.insert(rel, f);
     }
     for (rel, file) in entries {
@@ -279,7 +290,11 @@ fn open_file(path: &Path, model: &Path, what: &str) -> Result<File> {
         let msg = if path == model {
             format!("cannot open {what} {}: {e}", path.display())
         } else {
-            format!("cannot open {what} {} (of model {}): {e}", path.display(), model.display())
+            format!(
+                "cannot open {what} {} (of model {}): {e}",
+                path.display(),
+                model.display()
+            )
         };
         let code = match e.kind() {
             std::io::ErrorKind::NotFound => ErrorCode::NotFound,
@@ -349,7 +364,9 @@ fn inline_one(
     model: &Path,
     files: &mut HashMap<PathBuf, File>,
 ) -> Result<()> {
-    let Some(loc) = external_location(t) else { return Ok(()) };
+    let Some(loc) = external_location(t) else {
+        return Ok(());
+    };
     let file = base.join(checked_location(loc, model)?);
     let mut offset = 0u64;
     let mut length = None;
@@ -444,7 +461,10 @@ pub(crate) fn for_each_tensor(m: &ModelProto, f: &mut dyn FnMut(&TensorProto)) {
         }
     }
     for ti in &m.training_info {
-        for g in [ti.initialization.as_ref(), ti.algorithm.as_ref()].into_iter().flatten() {
+        for g in [ti.initialization.as_ref(), ti.algorithm.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             graph(g, f);
         }
     }
@@ -498,7 +518,10 @@ pub(crate) fn for_each_tensor_mut(m: &mut ModelProto, f: &mut dyn FnMut(&mut Ten
         }
     }
     for ti in &mut m.training_info {
-        for g in [ti.initialization.as_mut(), ti.algorithm.as_mut()].into_iter().flatten() {
+        for g in [ti.initialization.as_mut(), ti.algorithm.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             graph(g, f);
         }
     }

@@ -17,13 +17,22 @@ fn signature_dynamic_and_static_dims() {
     let mut m = simple_model();
     // Make the last input dim neither a value nor a param (unknown).
     let g = m.graph.as_mut().unwrap();
-    if let Some(proto::onnx::type_proto::Value::TensorType(tt)) = g.input[0].type_.as_mut().and_then(|t| t.value.as_mut()) {
+    if let Some(proto::onnx::type_proto::Value::TensorType(tt)) =
+        g.input[0].type_.as_mut().and_then(|t| t.value.as_mut())
+    {
         tt.shape.as_mut().unwrap().dim[2] = Default::default();
         tt.shape.as_mut().unwrap().dim[1].set_dim_value(3);
     }
-    let model = OnnxModel { proto: m, path: "m.onnx".into() };
+    let model = OnnxModel {
+        proto: m,
+        path: "m.onnx".into(),
+    };
     let sig = model.signature().unwrap();
-    assert_eq!(sig.inputs.len(), 1, "the initializer 'w' is not a served input");
+    assert_eq!(
+        sig.inputs.len(),
+        1,
+        "the initializer 'w' is not a served input"
+    );
     assert_eq!(sig.inputs[0].name, "x");
     assert_eq!(sig.inputs[0].dtype, DataType::F32);
     assert_eq!(sig.inputs[0].dims, vec![-1, 3, -1]);
@@ -36,17 +45,30 @@ fn signature_refuses_unservable_types_naming_the_tensor() {
     let mut m = simple_model();
     let g = m.graph.as_mut().unwrap();
     g.input[0] = vi("cplx", 14, &[2]);
-    let model = OnnxModel { proto: m.clone(), path: "m.onnx".into() };
+    let model = OnnxModel {
+        proto: m.clone(),
+        path: "m.onnx".into(),
+    };
     let e = model.signature().unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unsupported);
-    assert!(e.message().contains("'cplx'") && e.message().contains("COMPLEX64"), "{e}");
+    assert!(
+        e.message().contains("'cplx'") && e.message().contains("COMPLEX64"),
+        "{e}"
+    );
 
     let g = m.graph.as_mut().unwrap();
     let mut seq = proto::onnx::TypeProto::new();
-    seq.value = Some(proto::onnx::type_proto::Value::SequenceType(Default::default()));
+    seq.value = Some(proto::onnx::type_proto::Value::SequenceType(
+        Default::default(),
+    ));
     g.input[0].set_name("s".into());
     g.input[0].type_ = protobuf::MessageField::some(seq);
-    let e = OnnxModel { proto: m, path: "m.onnx".into() }.signature().unwrap_err();
+    let e = OnnxModel {
+        proto: m,
+        path: "m.onnx".into(),
+    }
+    .signature()
+    .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unsupported);
     assert!(e.message().contains("'s' is a sequence"), "{e}");
 }
@@ -63,7 +85,11 @@ fn load_errors_name_the_path() {
     std::fs::write(&bad, b"\xff\xff\xff\xff garbage").unwrap();
     let e = OnnxModel::load(&bad).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidArg);
-    assert!(e.message().starts_with(&format!("not an ONNX model: {}: ", bad.display())), "{e}");
+    assert!(
+        e.message()
+            .starts_with(&format!("not an ONNX model: {}: ", bad.display())),
+        "{e}"
+    );
 }
 
 #[test]
@@ -73,7 +99,9 @@ fn round_trip_keeps_fields_outside_the_schema() {
     bytes.extend_from_slice(&[0xD2, 0x01, 3, b'a', b'b', b'c']);
     let m = OnnxModel::from_bytes(&bytes, "/tmp").unwrap();
     let again = m.to_bytes().unwrap();
-    assert!(again.windows(6).any(|w| w == [0xD2, 0x01, 3, b'a', b'b', b'c']));
+    assert!(again
+        .windows(6)
+        .any(|w| w == [0xD2, 0x01, 3, b'a', b'b', b'c']));
     assert_eq!(again.len(), bytes.len());
 }
 
@@ -94,14 +122,20 @@ fn python_onnx_accepts_our_bytes() {
          print(m.graph.initializer[0].dims, m.graph.input[0].type.tensor_type.shape.dim[0].dim_param, m.opset_import[0].version)",
         p.display()
     );
-    match std::process::Command::new("python3").args(["-c", &script]).output() {
+    match std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+    {
         Ok(o) if o.status.success() => {
             assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[4, 2] N 17");
         }
         Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named 'onnx'") => {
             println!("SKIPPED: python onnx not installed")
         }
-        Ok(o) => panic!("onnx refused our model: {}", String::from_utf8_lossy(&o.stderr)),
+        Ok(o) => panic!(
+            "onnx refused our model: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
         Err(e) => println!("SKIPPED: no python3: {e}"),
     }
 }
@@ -136,7 +170,10 @@ fn external_data_is_listed_inlined_and_hashed() {
     let dir = tempfile::tempdir().unwrap();
     let p = external_model(dir.path(), "weights.bin", &[1.0, 2.0, 3.0]);
     let m = OnnxModel::load(&p).unwrap();
-    assert_eq!(m.external_data_files().unwrap(), vec![dir.path().join("weights.bin")]);
+    assert_eq!(
+        m.external_data_files().unwrap(),
+        vec![dir.path().join("weights.bin")]
+    );
 
     let inl = load_with_external_data(&p).unwrap();
     let w = &inl.graph().initializer[0];
@@ -184,7 +221,10 @@ fn external_data_outside_the_model_dir_is_refused() {
     let p = external_model(dir.path(), "w.bin", &[1.0; 3]);
     let mut m = OnnxModel::load(&p).unwrap();
     m.proto.graph.as_mut().unwrap().initializer[0].external_data[0].set_value("d/../w.bin".into());
-    assert_eq!(m.external_data_files().unwrap(), vec![dir.path().join("w.bin")]);
+    assert_eq!(
+        m.external_data_files().unwrap(),
+        vec![dir.path().join("w.bin")]
+    );
 }
 
 #[test]
@@ -197,4 +237,70 @@ fn missing_external_file_is_not_found() {
     assert!(e.message().contains("w.bin"), "{e}");
     let e = load_with_external_data(&p).unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotFound);
+}
+
+/// A model written by python's onnx (functions, sparse initializer, metadata, value_info,
+/// doc strings, FLOAT16 data) survives our parse + serialize unchanged (protobuf equality).
+#[test]
+fn python_model_round_trips_through_our_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.onnx");
+    let b = dir.path().join("b.onnx");
+    let make = format!(
+        r#"
+import onnx, numpy as np
+from onnx import helper as h, TensorProto as T, numpy_helper as nh
+f = h.make_function("local", "twice", ["a"], ["b"], [h.make_node("Add", ["a", "a"], ["b"])],
+                    [h.make_opsetid("", 17)])
+sp = onnx.SparseTensorProto(); sp.dims.extend([4])
+sp.values.CopyFrom(nh.from_array(np.array([1.5], np.float32), "sp"))
+sp.indices.CopyFrom(nh.from_array(np.array([2], np.int64), "sp_idx"))
+g = h.make_graph(
+    [h.make_node("twice", ["x"], ["t"], domain="local"),
+     h.make_node("Add", ["t", "sp"], ["u"], doc_string="doc"),
+     h.make_node("Cast", ["u"], ["y"], to=T.FLOAT16)],
+    "g", [h.make_tensor_value_info("x", T.FLOAT, ["N", 4])],
+    [h.make_tensor_value_info("y", T.FLOAT16, ["N", 4])],
+    initializer=[nh.from_array(np.array([1, 2], np.float16), "h16")],
+    value_info=[h.make_tensor_value_info("t", T.FLOAT, ["N", 4])],
+    sparse_initializer=[sp])
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("local", 1)],
+                 functions=[f], producer_name="py")
+h.set_model_props(m, {{"k": "v"}})
+onnx.save(m, r"{a}")
+"#,
+        a = a.display()
+    );
+    let py = |script: &str| {
+        std::process::Command::new("python3")
+            .args(["-c", script])
+            .output()
+    };
+    match py(&make) {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            println!(
+                "SKIPPED: python onnx unavailable: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return;
+        }
+        Err(e) => {
+            println!("SKIPPED: no python3: {e}");
+            return;
+        }
+    }
+    let m = OnnxModel::load(&a).unwrap();
+    assert_eq!(m.graph().sparse_initializer.len(), 1);
+    assert_eq!(m.proto.functions[0].name(), "twice");
+    assert_eq!(m.proto.metadata_props[0].value(), "v");
+    std::fs::write(&b, m.to_bytes().unwrap()).unwrap();
+    let cmp = format!(
+        "import onnx;a=onnx.load(r'{}');b=onnx.load(r'{}');onnx.checker.check_model(b);print(a==b)",
+        a.display(),
+        b.display()
+    );
+    let o = py(&cmp).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "True");
 }

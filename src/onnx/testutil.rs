@@ -115,7 +115,13 @@ impl Gb {
         self.g.initializer.push(t);
         self
     }
-    pub fn node(mut self, op: &str, ins: &[&str], outs: &[&str], attrs: Vec<AttributeProto>) -> Self {
+    pub fn node(
+        mut self,
+        op: &str,
+        ins: &[&str],
+        outs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> Self {
         let mut n = NodeProto::new();
         n.set_op_type(op.into());
         n.set_name(format!("{op}_{}", self.g.node.len()));
@@ -137,7 +143,10 @@ impl Gb {
         m
     }
     pub fn onnx(self, opset: i64) -> OnnxModel {
-        OnnxModel { proto: self.model(opset), path: PathBuf::from("/nonexistent/test.onnx") }
+        OnnxModel {
+            proto: self.model(opset),
+            path: PathBuf::from("/nonexistent/test.onnx"),
+        }
     }
 }
 
@@ -176,31 +185,50 @@ fn ort_library() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let out = std::process::Command::new("python3")
-        .args(["-c", "import onnxruntime,os;print(os.path.dirname(onnxruntime.__file__))"])
+        .args([
+            "-c",
+            "import onnxruntime,os;print(os.path.dirname(onnxruntime.__file__))",
+        ])
         .output()
         .ok()?;
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
     let mut libs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so."))
+        })
         .collect();
     libs.sort();
     libs.pop()
 }
 
-static ORT_READY: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+static ORT_ENV: std::sync::OnceLock<std::result::Result<ort::environment::Environment, String>> =
+    std::sync::OnceLock::new();
+
+/// The process's ONNX Runtime environment (ort allows one per process), or why there is none.
+fn ort_env() -> &'static std::result::Result<ort::environment::Environment, String> {
+    ORT_ENV.get_or_init(|| {
+        let lib = ort_library()
+            .ok_or_else(|| "no ORT_DYLIB_PATH and no python onnxruntime".to_string())?;
+        let builder = ort::init_from(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+        builder
+            .with_name("rusttrt-onnx-tests")
+            .build()
+            .map_err(|e| format!("environment: {e}"))
+    })
+}
 
 /// Whether ONNX Runtime can be used; prints why not.
 pub fn ort_available() -> bool {
-    let r = ORT_READY.get_or_init(|| {
-        let lib = ort_library().ok_or_else(|| "no ORT_DYLIB_PATH and no python onnxruntime".to_string())?;
-        ort::init_from(&lib).map(|_| ()).map_err(|e| format!("{}: {e}", lib.display()))
-    });
-    if let Err(e) = r {
-        println!("SKIPPED: ONNX Runtime not available: {e}");
+    match ort_env() {
+        Ok(_) => true,
+        Err(e) => {
+            println!("SKIPPED: ONNX Runtime not available: {e}");
+            false
+        }
     }
-    r.is_ok()
 }
 
 /// Runs a model on ONNX Runtime (CPU, 1 thread, basic optimizations off so the graph runs as
@@ -210,7 +238,8 @@ pub fn run_ort(model: &OnnxModel, inputs: &[(&str, In)]) -> Vec<(String, Vec<i64
     use ort::session::Session;
     use ort::value::{DynValue, Tensor};
     let bytes = model.to_bytes().unwrap();
-    let mut session = Session::builder()
+    let env = ort_env().as_ref().expect("check ort_available() first");
+    let mut session = Session::builder(env)
         .unwrap()
         .with_optimization_level(GraphOptimizationLevel::Disable)
         .unwrap()
@@ -221,16 +250,25 @@ pub fn run_ort(model: &OnnxModel, inputs: &[(&str, In)]) -> Vec<(String, Vec<i64
     let mut vals: Vec<(String, DynValue)> = Vec::new();
     for (name, v) in inputs {
         let dv: DynValue = match v {
-            In::F32(s, d) => Tensor::from_array((s.clone(), d.clone())).unwrap().into_dyn(),
-            In::I64(s, d) => Tensor::from_array((s.clone(), d.clone())).unwrap().into_dyn(),
-            In::Bool(s, d) => Tensor::from_array((s.clone(), d.clone())).unwrap().into_dyn(),
+            In::F32(s, d) => Tensor::from_array((s.clone(), d.clone()))
+                .unwrap()
+                .into_dyn(),
+            In::I64(s, d) => Tensor::from_array((s.clone(), d.clone()))
+                .unwrap()
+                .into_dyn(),
+            In::Bool(s, d) => Tensor::from_array((s.clone(), d.clone()))
+                .unwrap()
+                .into_dyn(),
         };
         vals.push((name.to_string(), dv));
     }
-    let outs = session.run(vals).unwrap_or_else(|e| panic!("ONNX Runtime run failed: {e}"));
+    let outs = session
+        .run(vals)
+        .unwrap_or_else(|e| panic!("ONNX Runtime run failed: {e}"));
     let mut res = Vec::new();
     for (name, v) in outs.iter() {
-        let (shape, data): (Vec<i64>, Vec<f32>) = if let Ok((s, d)) = v.try_extract_tensor::<f32>() {
+        let (shape, data): (Vec<i64>, Vec<f32>) = if let Ok((s, d)) = v.try_extract_tensor::<f32>()
+        {
             (s.to_vec(), d.to_vec())
         } else if let Ok((s, d)) = v.try_extract_tensor::<i64>() {
             (s.to_vec(), d.iter().map(|&x| x as f32).collect())
