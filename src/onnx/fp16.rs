@@ -792,9 +792,11 @@ impl Ctx<'_> {
                 }
             };
             // Demands on local constants.
+            // A Cast of a constant to another type reads its exact (FP32) values.
             let want = match mode {
                 Mode::F16 => Some(Prec::F16),
                 Mode::F32 | Mode::Control => Some(Prec::F32),
+                Mode::Agnostic if op == "Cast" => Some(Prec::F32),
                 _ => None,
             };
             if let Some(w) = want {
@@ -988,7 +990,21 @@ impl Ctx<'_> {
                 }
             }
             let node_prec = match mode {
-                Mode::Untouched | Mode::Agnostic => {
+                Mode::Untouched => {
+                    nodes.push(node);
+                    continue;
+                }
+                Mode::Agnostic => {
+                    // Shape / Size read no values; a Cast of a constant reads its FP32 version.
+                    for k in 0..node.input.len() {
+                        let name = node.input[k].clone();
+                        if op == "Cast"
+                            && is_float(&name)
+                            && plan.types.get(&name).is_some_and(|t| t.constant)
+                        {
+                            node.input[k] = self.version(&name, Prec::F32, &mut avail, &mut nodes);
+                        }
+                    }
                     nodes.push(node);
                     continue;
                 }

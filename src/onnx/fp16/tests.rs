@@ -64,7 +64,7 @@ fn check(
     );
     assert_eq!(orig.proto.opset_import, conv.proto.opset_import);
     assert_eq!(orig.proto.ir_version, conv.proto.ir_version);
-    // No FLOAT initializer is left unless something FP32 uses it.
+    onnx_full_check(conv);
     if !ort_available() {
         return None;
     }
@@ -85,6 +85,32 @@ fn check(
         res.push((na.clone(), cos, rel));
     }
     Some(res)
+}
+
+/// python onnx's checker with strict type and shape inference: catches any type mismatch the
+/// conversion may have introduced (ONNX Runtime's CPU provider tolerates some by upcasting).
+fn onnx_full_check(m: &OnnxModel) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.onnx");
+    std::fs::write(&p, m.to_bytes().unwrap()).unwrap();
+    let script = format!(
+        "import onnx;onnx.checker.check_model(onnx.load(r'{}'),full_check=True)",
+        p.display()
+    );
+    match std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named 'onnx'") => {
+            println!("SKIPPED: python onnx checker not installed")
+        }
+        Ok(o) => panic!(
+            "onnx checker refused the FP16 model: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => println!("SKIPPED: no python3: {e}"),
+    }
 }
 
 fn x_in(rng: &mut Rng, shape: &[i64], scale: f32) -> In {
