@@ -52,7 +52,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fp16Options {
     /// Op types (default domain) that always compute in FP32. Default:
-    /// [`default_keep_fp32_ops`].
+    /// [`default_keep_fp32_ops`]; add to it (`opts.keep_fp32_ops.insert("Erf".into())`) or
+    /// empty it to tune accuracy against speed.
     pub keep_fp32_ops: BTreeSet<String>,
     /// Keep FP32 graph inputs and outputs FP32 (boundary casts), so the served I/O types do not
     /// change. Default `true`.
@@ -132,8 +133,9 @@ pub struct Fp16Report {
     pub casts_inserted: usize,
     /// Nodes computing in FP16.
     pub nodes_converted: usize,
-    /// Nodes with FLOAT inputs or outputs left in FP32, in total and per op type.
+    /// Nodes with FLOAT inputs or outputs left in FP32 (all rules, subgraphs included).
     pub nodes_kept_fp32: usize,
+    /// [`Fp16Report::nodes_kept_fp32`] per op type.
     pub kept_fp32_by_op: BTreeMap<String, usize>,
     /// Finite values beyond ±65504 clamped to ±65504.
     pub values_clamped: u64,

@@ -721,3 +721,171 @@ fn loop_body_with_outer_scope_weights() {
     assert_eq!(rep.kept_fp32_by_op.get("Loop"), Some(&1));
     check(&m, &c, &[("x", x_in(&mut r, &[4], 1.0))]);
 }
+
+/// A BERT-like encoder layer (dynamic batch and sequence, Shape-based reshapes, attention mask,
+/// Softmax, LayerNorm, Erf-GELU, residuals): every rule at once.
+#[test]
+fn encoder_layer() {
+    let mut r = Rng::new(13);
+    let (d, ff) = (16i64, 32i64);
+    let mut b = Gb::new("enc")
+        .input("x", F32, &[-1, -1, d])
+        .input("mask", I64, &[-1, -1])
+        .output("y", F32, &[-1, -1, d])
+        .init(tensor_i64("i0", &[1], &[0]))
+        .init(tensor_i64("i1", &[1], &[1]))
+        .init(tensor_i64("c2", &[1], &[2]))
+        .init(tensor_i64("c8", &[1], &[8]))
+        .init(tensor_i64("c16", &[1], &[d]))
+        .init(tensor_i64("ax12", &[2], &[1, 2]))
+        .init(tensor_f32("one", &[], &[1.0]))
+        .init(tensor_f32("neg", &[], &[-10000.0]))
+        .init(tensor_f32("scale", &[], &[8f32.sqrt()]));
+    for w in ["q", "k", "v", "o"] {
+        b = b
+            .init(tensor_f32(
+                &format!("W{w}"),
+                &[d, d],
+                &r.vec((d * d) as usize, 0.4),
+            ))
+            .init(tensor_f32(&format!("b{w}"), &[d], &r.vec(d as usize, 0.1)));
+    }
+    for (n, dims) in [("W1", [d, ff]), ("W2", [ff, d])] {
+        b = b.init(tensor_f32(n, &dims, &r.vec((d * ff) as usize, 0.3)));
+    }
+    for (n, len, s) in [
+        ("b1", ff, 0.1),
+        ("b2", d, 0.1),
+        ("g1", d, 1.0),
+        ("be1", d, 0.1),
+        ("g2", d, 1.0),
+        ("be2", d, 0.1),
+    ] {
+        b = b.init(tensor_f32(n, &[len], &r.vec(len as usize, s)));
+    }
+    b = b
+        .node("Shape", &["x"], &["s"], vec![])
+        .node("Gather", &["s", "i0"], &["n"], vec![a_int("axis", 0)])
+        .node("Gather", &["s", "i1"], &["sl"], vec![a_int("axis", 0)])
+        .node(
+            "Concat",
+            &["n", "sl", "c2", "c8"],
+            &["shp4"],
+            vec![a_int("axis", 0)],
+        )
+        .node(
+            "Concat",
+            &["n", "sl", "c16"],
+            &["shp3"],
+            vec![a_int("axis", 0)],
+        );
+    for w in ["q", "k", "v"] {
+        let (mm, add, r4) = (format!("{w}mm"), format!("{w}a"), format!("{w}4"));
+        b = b
+            .node("MatMul", &["x", &format!("W{w}")], &[&mm], vec![])
+            .node("Add", &[&mm, &format!("b{w}")], &[&add], vec![])
+            .node("Reshape", &[&add, "shp4"], &[&r4], vec![]);
+    }
+    b = b
+        .node(
+            "Transpose",
+            &["q4"],
+            &["qt"],
+            vec![a_ints("perm", &[0, 2, 1, 3])],
+        )
+        .node(
+            "Transpose",
+            &["k4"],
+            &["kt"],
+            vec![a_ints("perm", &[0, 2, 3, 1])],
+        )
+        .node(
+            "Transpose",
+            &["v4"],
+            &["vt"],
+            vec![a_ints("perm", &[0, 2, 1, 3])],
+        )
+        .node("MatMul", &["qt", "kt"], &["sc"], vec![])
+        .node("Div", &["sc", "scale"], &["scs"], vec![])
+        .node("Cast", &["mask"], &["mf"], vec![a_int("to", F32 as i64)])
+        .node("Sub", &["one", "mf"], &["inv"], vec![])
+        .node("Mul", &["inv", "neg"], &["mb"], vec![])
+        .node("Unsqueeze", &["mb", "ax12"], &["mb4"], vec![])
+        .node("Add", &["scs", "mb4"], &["scm"], vec![])
+        .node("Softmax", &["scm"], &["p"], vec![a_int("axis", -1)])
+        .node("MatMul", &["p", "vt"], &["ctx"], vec![])
+        .node(
+            "Transpose",
+            &["ctx"],
+            &["ctxt"],
+            vec![a_ints("perm", &[0, 2, 1, 3])],
+        )
+        .node("Reshape", &["ctxt", "shp3"], &["ctx3"], vec![])
+        .node("MatMul", &["ctx3", "Wo"], &["om"], vec![])
+        .node("Add", &["om", "bo"], &["o"], vec![])
+        .node("Add", &["x", "o"], &["h"], vec![])
+        .node(
+            "LayerNormalization",
+            &["h", "g1", "be1"],
+            &["ln1"],
+            vec![a_int("axis", -1)],
+        )
+        .node("MatMul", &["ln1", "W1"], &["f1m"], vec![])
+        .node("Add", &["f1m", "b1"], &["f1"], vec![])
+        .node(
+            "Constant",
+            &[],
+            &["sqrt2"],
+            vec![a_float("value_float", std::f32::consts::SQRT_2)],
+        )
+        .node("Div", &["f1", "sqrt2"], &["gd"], vec![])
+        .node("Erf", &["gd"], &["ge"], vec![])
+        .node("Add", &["ge", "one"], &["ge1"], vec![])
+        .node("Mul", &["f1", "ge1"], &["gm"], vec![])
+        .node(
+            "Constant",
+            &[],
+            &["half"],
+            vec![a_float("value_float", 0.5)],
+        )
+        .node("Mul", &["gm", "half"], &["gelu"], vec![])
+        .node("MatMul", &["gelu", "W2"], &["f2m"], vec![])
+        .node("Add", &["f2m", "b2"], &["f2"], vec![])
+        .node("Add", &["ln1", "f2"], &["h2"], vec![])
+        .node(
+            "LayerNormalization",
+            &["h2", "g2", "be2"],
+            &["y"],
+            vec![a_int("axis", -1)],
+        );
+    let m = b.onnx(17);
+    let (c, rep) = convert(&m);
+    let gr = g(&c);
+    // The integer shape path is untouched; Softmax / LayerNorm are FP32; weights FP16.
+    for n in ["Shape_0", "Gather_1", "Gather_2", "Concat_3", "Concat_4"] {
+        assert_eq!(
+            node(&c, n),
+            m.graph().node.iter().find(|k| k.name() == n).unwrap()
+        );
+    }
+    assert_eq!(init(gr, "Wq").data_type(), F16);
+    assert_eq!(init(gr, "g1").data_type(), F32);
+    assert_eq!(rep.kept_fp32_by_op.get("Softmax"), Some(&1));
+    assert_eq!(rep.kept_fp32_by_op.get("LayerNormalization"), Some(&2));
+    let y = producer(gr, "y").unwrap();
+    assert_eq!(
+        y.op_type(),
+        "LayerNormalization",
+        "an FP32 node writes the FP32 output directly"
+    );
+    let (n, s) = (2i64, 5i64);
+    let mask: Vec<i64> = (0..n * s).map(|i| (i % s < s - 1 - i / s) as i64).collect();
+    check(
+        &m,
+        &c,
+        &[
+            ("x", x_in(&mut r, &[n, s, d], 1.0)),
+            ("mask", In::I64(vec![n, s], mask)),
+        ],
+    );
+}
