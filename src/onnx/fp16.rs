@@ -10,8 +10,9 @@
 //!   FP16 (round to nearest even; values beyond ±65504 are clamped and counted; values that become
 //!   subnormal or flush to zero are counted). A constant only FP32 nodes use stays FP32; one used
 //!   by both gets a second (FP32) copy when small, or a `Cast` when large.
-//! * `Cast(to=FLOAT)`, `dtype` attributes (`RandomNormal`, `RandomUniform`, `*Like`, `EyeLike`,
-//!   `Bernoulli`) and `ConstantOfShape` values inside the FP16 region are rewritten to FLOAT16.
+//! * `Cast(to=FLOAT)` and `ConstantOfShape` values inside the FP16 region are rewritten to
+//!   FLOAT16. Ops with a `dtype` attribute (`RandomNormal`, `RandomUniform`, `*Like`, `EyeLike`,
+//!   `Bernoulli`, `Multinomial`) stay FP32 (see rule 2 below).
 //! * With `keep_io_types`, graph inputs and outputs keep their FP32 type: a `Cast` to FP16 follows
 //!   each FP32 input (once, shared by its consumers) and each FP32 output keeps its name, produced
 //!   by a `Cast` from the renamed FP16 value.
@@ -26,8 +27,10 @@
 //!
 //! 1. Ops in [`Fp16Options::keep_fp32_ops`] ([`default_keep_fp32_ops`] explains the defaults).
 //! 2. Ops whose type constraints exclude FLOAT16 or that are quantization boundaries: `Range`,
-//!    `NonMaxSuppression`, `QuantizeLinear`, `DequantizeLinear`, `DynamicQuantizeLinear`; and the
-//!    `scales` input of `Resize` / `Upsample`, which must be FLOAT.
+//!    `NonMaxSuppression`, `QuantizeLinear`, `DequantizeLinear`, `DynamicQuantizeLinear`; value
+//!    generators without FP16 kernels in ONNX Runtime (`RandomNormal`, `RandomUniform`, `*Like`,
+//!    `Bernoulli`, `Multinomial`, `EyeLike`); and the `scales` input of `Resize` / `Upsample`,
+//!    which must be FLOAT.
 //! 3. Shape arithmetic: a FLOAT node whose non-constant inputs all derive from `Shape` / `Size`
 //!    (e.g. `Cast(Shape(x), FLOAT) * 1.5 → Cast(INT64) → Resize sizes`). FP16 has integers exact
 //!    only up to 2048, so such values must not pass through FP16.
@@ -49,7 +52,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fp16Options {
     /// Op types (default domain) that always compute in FP32. Default:
-    /// [`default_keep_fp32_ops`].
+    /// [`default_keep_fp32_ops`]; add to it (`opts.keep_fp32_ops.insert("Erf".into())`) or
+    /// empty it to tune accuracy against speed.
     pub keep_fp32_ops: BTreeSet<String>,
     /// Keep FP32 graph inputs and outputs FP32 (boundary casts), so the served I/O types do not
     /// change. Default `true`.
@@ -129,8 +133,9 @@ pub struct Fp16Report {
     pub casts_inserted: usize,
     /// Nodes computing in FP16.
     pub nodes_converted: usize,
-    /// Nodes with FLOAT inputs or outputs left in FP32, in total and per op type.
+    /// Nodes with FLOAT inputs or outputs left in FP32 (all rules, subgraphs included).
     pub nodes_kept_fp32: usize,
+    /// [`Fp16Report::nodes_kept_fp32`] per op type.
     pub kept_fp32_by_op: BTreeMap<String, usize>,
     /// Finite values beyond ±65504 clamped to ±65504.
     pub values_clamped: u64,
@@ -395,24 +400,24 @@ const T_OPS: &[&str] = &[
 ];
 
 /// Ops that produce FLOAT from non-float inputs through an attribute the converter rewrites.
-const ATTR_OPS: &[&str] = &[
-    "Cast",
-    "ConstantOfShape",
-    "EyeLike",
-    "RandomNormal",
-    "RandomUniform",
-    "RandomNormalLike",
-    "RandomUniformLike",
-    "Bernoulli",
-];
+const ATTR_OPS: &[&str] = &["Cast", "ConstantOfShape"];
 
-/// Ops whose type constraints exclude FLOAT16 or that sit at quantization boundaries.
+/// Ops whose type constraints exclude FLOAT16, that sit at quantization boundaries, or that
+/// generate values (random / identity) and have no FP16 kernel in ONNX Runtime's CPU and CUDA
+/// providers; generators cost nothing to run in FP32 (their output is cast down once).
 const FP32_ONLY: &[&str] = &[
     "Range",
     "NonMaxSuppression",
     "QuantizeLinear",
     "DequantizeLinear",
     "DynamicQuantizeLinear",
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Bernoulli",
+    "Multinomial",
+    "EyeLike",
 ];
 
 /// Cheap elementwise / data-movement ops that stay FP32 when fed only by FP32 nodes.
@@ -789,9 +794,11 @@ impl Ctx<'_> {
                 }
             };
             // Demands on local constants.
+            // A Cast of a constant to another type reads its exact (FP32) values.
             let want = match mode {
                 Mode::F16 => Some(Prec::F16),
                 Mode::F32 | Mode::Control => Some(Prec::F32),
+                Mode::Agnostic if op == "Cast" => Some(Prec::F32),
                 _ => None,
             };
             if let Some(w) = want {
@@ -985,7 +992,21 @@ impl Ctx<'_> {
                 }
             }
             let node_prec = match mode {
-                Mode::Untouched | Mode::Agnostic => {
+                Mode::Untouched => {
+                    nodes.push(node);
+                    continue;
+                }
+                Mode::Agnostic => {
+                    // Shape / Size read no values; a Cast of a constant reads its FP32 version.
+                    for k in 0..node.input.len() {
+                        let name = node.input[k].clone();
+                        if op == "Cast"
+                            && is_float(&name)
+                            && plan.types.get(&name).is_some_and(|t| t.constant)
+                        {
+                            node.input[k] = self.version(&name, Prec::F32, &mut avail, &mut nodes);
+                        }
+                    }
                     nodes.push(node);
                     continue;
                 }
@@ -1060,10 +1081,10 @@ impl Ctx<'_> {
         // positional, so they are renamed to their FP32 versions.
         for o in out.output.iter_mut() {
             let name = o.name().to_string();
-            if !plan
+            if plan
                 .types
                 .get(&name)
-                .is_some_and(|t| t.ty == Some(elem::FLOAT))
+                .is_none_or(|t| t.ty != Some(elem::FLOAT))
             {
                 continue;
             }
@@ -1263,14 +1284,13 @@ fn set_vi_type(vi: &mut super::ValueInfoProto, t: i32) {
     }
 }
 
-/// Rewrites the attributes of a node moving into FP16: `to` / `dtype` FLOAT → FLOAT16, FLOAT
-/// tensor attributes (ConstantOfShape's `value`) to FP16.
+/// Rewrites the attributes of a node moving into FP16: Cast's `to` FLOAT → FLOAT16, FLOAT
+/// tensor attributes (ConstantOfShape's `value`, default 0.0 made explicit) to FP16.
 fn rewrite_attrs_fp16(n: &mut NodeProto, report: &mut Fp16Report, model: &str) -> Result<()> {
     let op = n.op_type().to_string();
     for a in n.attribute.iter_mut() {
         match a.name() {
             "to" if op == "Cast" && a.i() == elem::FLOAT as i64 => a.set_i(elem::FLOAT16 as i64),
-            "dtype" if a.i() == elem::FLOAT as i64 => a.set_i(elem::FLOAT16 as i64),
             _ => {
                 if a.t.is_some() && a.t.data_type() == elem::FLOAT {
                     let t = tensor_to_fp16(&a.t, report, model)?;
@@ -1281,9 +1301,6 @@ fn rewrite_attrs_fp16(n: &mut NodeProto, report: &mut Fp16Report, model: &str) -
         }
     }
     match op.as_str() {
-        "RandomNormal" | "RandomUniform" if attr(n, "dtype").is_none() => {
-            n.attribute.push(int_attr("dtype", elem::FLOAT16 as i64));
-        }
         "ConstantOfShape" if attr(n, "value").is_none() => {
             let mut t = TensorProto::new();
             t.dims.push(1);

@@ -238,3 +238,69 @@ fn missing_external_file_is_not_found() {
     let e = load_with_external_data(&p).unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotFound);
 }
+
+/// A model written by python's onnx (functions, sparse initializer, metadata, value_info,
+/// doc strings, FLOAT16 data) survives our parse + serialize unchanged (protobuf equality).
+#[test]
+fn python_model_round_trips_through_our_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.onnx");
+    let b = dir.path().join("b.onnx");
+    let make = format!(
+        r#"
+import onnx, numpy as np
+from onnx import helper as h, TensorProto as T, numpy_helper as nh
+f = h.make_function("local", "twice", ["a"], ["b"], [h.make_node("Add", ["a", "a"], ["b"])],
+                    [h.make_opsetid("", 17)])
+sp = onnx.SparseTensorProto(); sp.dims.extend([4])
+sp.values.CopyFrom(nh.from_array(np.array([1.5], np.float32), "sp"))
+sp.indices.CopyFrom(nh.from_array(np.array([2], np.int64), "sp_idx"))
+g = h.make_graph(
+    [h.make_node("twice", ["x"], ["t"], domain="local"),
+     h.make_node("Add", ["t", "sp"], ["u"], doc_string="doc"),
+     h.make_node("Cast", ["u"], ["y"], to=T.FLOAT16)],
+    "g", [h.make_tensor_value_info("x", T.FLOAT, ["N", 4])],
+    [h.make_tensor_value_info("y", T.FLOAT16, ["N", 4])],
+    initializer=[nh.from_array(np.array([1, 2], np.float16), "h16")],
+    value_info=[h.make_tensor_value_info("t", T.FLOAT, ["N", 4])],
+    sparse_initializer=[sp])
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("local", 1)],
+                 functions=[f], producer_name="py")
+h.set_model_props(m, {{"k": "v"}})
+onnx.save(m, r"{a}")
+"#,
+        a = a.display()
+    );
+    let py = |script: &str| {
+        std::process::Command::new("python3")
+            .args(["-c", script])
+            .output()
+    };
+    match py(&make) {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            println!(
+                "SKIPPED: python onnx unavailable: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return;
+        }
+        Err(e) => {
+            println!("SKIPPED: no python3: {e}");
+            return;
+        }
+    }
+    let m = OnnxModel::load(&a).unwrap();
+    assert_eq!(m.graph().sparse_initializer.len(), 1);
+    assert_eq!(m.proto.functions[0].name(), "twice");
+    assert_eq!(m.proto.metadata_props[0].value(), "v");
+    std::fs::write(&b, m.to_bytes().unwrap()).unwrap();
+    let cmp = format!(
+        "import onnx;a=onnx.load(r'{}');b=onnx.load(r'{}');onnx.checker.check_model(b);print(a==b)",
+        a.display(),
+        b.display()
+    );
+    let o = py(&cmp).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "True");
+}

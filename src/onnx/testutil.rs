@@ -204,21 +204,31 @@ fn ort_library() -> Option<PathBuf> {
     libs.pop()
 }
 
-static ORT_READY: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+static ORT_ENV: std::sync::OnceLock<std::result::Result<ort::environment::Environment, String>> =
+    std::sync::OnceLock::new();
+
+/// The process's ONNX Runtime environment (ort allows one per process), or why there is none.
+fn ort_env() -> &'static std::result::Result<ort::environment::Environment, String> {
+    ORT_ENV.get_or_init(|| {
+        let lib = ort_library()
+            .ok_or_else(|| "no ORT_DYLIB_PATH and no python onnxruntime".to_string())?;
+        let builder = ort::init_from(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+        builder
+            .with_name("rusttrt-onnx-tests")
+            .build()
+            .map_err(|e| format!("environment: {e}"))
+    })
+}
 
 /// Whether ONNX Runtime can be used; prints why not.
 pub fn ort_available() -> bool {
-    let r = ORT_READY.get_or_init(|| {
-        let lib = ort_library()
-            .ok_or_else(|| "no ORT_DYLIB_PATH and no python onnxruntime".to_string())?;
-        ort::init_from(&lib)
-            .map(|_| ())
-            .map_err(|e| format!("{}: {e}", lib.display()))
-    });
-    if let Err(e) = r {
-        println!("SKIPPED: ONNX Runtime not available: {e}");
+    match ort_env() {
+        Ok(_) => true,
+        Err(e) => {
+            println!("SKIPPED: ONNX Runtime not available: {e}");
+            false
+        }
     }
-    r.is_ok()
 }
 
 /// Runs a model on ONNX Runtime (CPU, 1 thread, basic optimizations off so the graph runs as
@@ -228,7 +238,8 @@ pub fn run_ort(model: &OnnxModel, inputs: &[(&str, In)]) -> Vec<(String, Vec<i64
     use ort::session::Session;
     use ort::value::{DynValue, Tensor};
     let bytes = model.to_bytes().unwrap();
-    let mut session = Session::builder()
+    let env = ort_env().as_ref().expect("check ort_available() first");
+    let mut session = Session::builder(env)
         .unwrap()
         .with_optimization_level(GraphOptimizationLevel::Disable)
         .unwrap()
