@@ -1,0 +1,2 @@
+pub fn run(_a: &RunArgs) -> crate::Result<()> { Ok(()) }
+#[derive(clap::Args, Debug)] pub struct RunArgs {}
