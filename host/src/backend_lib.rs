@@ -11,7 +11,11 @@ use crate::error::{Error, Result};
 
 type Fn1 = unsafe extern "C" fn(*mut std::ffi::c_void) -> Err;
 type Fn2 = unsafe extern "C" fn(*mut std::ffi::c_void, *mut std::ffi::c_void) -> Err;
-type ExecFn = unsafe extern "C" fn(*mut TRITONBACKEND_ModelInstance, *mut *mut TRITONBACKEND_Request, u32) -> Err;
+type ExecFn = unsafe extern "C" fn(
+    *mut TRITONBACKEND_ModelInstance,
+    *mut *mut TRITONBACKEND_Request,
+    u32,
+) -> Err;
 
 /// The entry points of a loaded backend.
 pub(crate) struct BackendLib {
@@ -116,6 +120,8 @@ fn take(e: Err, name: &str) -> Result<()> {
     }
     match abi::delete_error(e, &format!("error returned from {name}")) {
         Some(err) => Err(err),
-        None => Err(Error::internal(format!("{name} returned an invalid error object"))),
+        None => Err(Error::internal(format!(
+            "{name} returned an invalid error object"
+        ))),
     }
 }

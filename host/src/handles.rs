@@ -123,11 +123,6 @@ pub(crate) fn get<T: Any + Send + Sync>(h: usize, kind: Kind, func: &str) -> Res
     Err(Error::invalid_arg(msg))
 }
 
-/// Whether `h` is currently a live handle of `kind`.
-pub(crate) fn is_live(h: usize, kind: Kind) -> bool {
-    lock(&REGISTRY).live.get(&h).is_some_and(|l| l.kind == kind)
-}
-
 /// End a handle's life; later uses are reported with `why` ("released", "deleted", "sent").
 pub(crate) fn kill(h: usize, why: &str, owner: Option<&Arc<RequestObj>>) {
     let mut reg = lock(&REGISTRY);

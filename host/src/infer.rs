@@ -179,24 +179,39 @@ fn check_bytes_elements(model: &str, name: &str, data: &[u8], elems: u64) -> Res
     let mut n = 0u64;
     while off < data.len() {
         if off + 4 > data.len() {
-            return Err(bad(model, format!("input '{name}': BYTES element {n} has a truncated length prefix")));
+            return Err(bad(
+                model,
+                format!("input '{name}': BYTES element {n} has a truncated length prefix"),
+            ));
         }
-        let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
+        let len =
+            u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
         off += 4 + len;
         if off > data.len() {
-            return Err(bad(model, format!("input '{name}': BYTES element {n} runs past the end of the data")));
+            return Err(bad(
+                model,
+                format!("input '{name}': BYTES element {n} runs past the end of the data"),
+            ));
         }
         n += 1;
     }
     if n != elems {
-        return Err(bad(model, format!("input '{name}': expected {elems} BYTES elements, got {n}")));
+        return Err(bad(
+            model,
+            format!("input '{name}': expected {elems} BYTES elements, got {n}"),
+        ));
     }
     Ok(())
 }
 
 /// Triton's `InferenceRequest::Normalize` (`checked`), or just the bookkeeping (`!checked`,
 /// for testing the backend's own defences), then place the data.
-pub(crate) fn prepare(cfg: &ModelConfig, req: InferRequest, pool: &MemoryPool, checked: bool) -> Result<Prepared> {
+pub(crate) fn prepare(
+    cfg: &ModelConfig,
+    req: InferRequest,
+    pool: &MemoryPool,
+    checked: bool,
+) -> Result<Prepared> {
     let m = cfg.name.as_str();
     let batching = cfg.max_batch_size > 0;
     let mut batch_size: Option<u64> = None;
@@ -209,57 +224,117 @@ pub(crate) fn prepare(cfg: &ModelConfig, req: InferRequest, pool: &MemoryPool, c
                 return Err(bad(m, format!("input '{}' given twice", t.name)));
             }
             let Some(ci) = cfg.input.iter().find(|i| i.name == t.name) else {
-                return Err(bad(m, format!("unexpected inference input '{}', model expects {:?}",
-                    t.name, cfg.input.iter().map(|i| i.name.as_str()).collect::<Vec<_>>())));
+                return Err(bad(
+                    m,
+                    format!(
+                        "unexpected inference input '{}', model expects {:?}",
+                        t.name,
+                        cfg.input
+                            .iter()
+                            .map(|i| i.name.as_str())
+                            .collect::<Vec<_>>()
+                    ),
+                ));
             };
             let want = config::config_dtype(ci.data_type);
             if t.datatype != want {
-                return Err(bad(m, format!("input '{}' data type is {}, model expects {}",
-                    t.name, datatype_name(t.datatype), datatype_name(want))));
+                return Err(bad(
+                    m,
+                    format!(
+                        "input '{}' data type is {}, model expects {}",
+                        t.name,
+                        datatype_name(t.datatype),
+                        datatype_name(want)
+                    ),
+                ));
             }
             let dims: &[i64] = &t.shape;
             let (b, rest) = if batching {
                 let Some((b, rest)) = dims.split_first() else {
-                    return Err(bad(m, format!("input '{}' has no batch dimension (shape {:?})", t.name, t.shape)));
+                    return Err(bad(
+                        m,
+                        format!(
+                            "input '{}' has no batch dimension (shape {:?})",
+                            t.name, t.shape
+                        ),
+                    ));
                 };
                 (Some(*b), rest)
             } else {
                 (None, dims)
             };
             let matches = rest.len() == ci.dims.len()
-                && rest.iter().zip(&ci.dims).all(|(s, d)| *s >= 0 && (*d == -1 || s == d));
+                && rest
+                    .iter()
+                    .zip(&ci.dims)
+                    .all(|(s, d)| *s >= 0 && (*d == -1 || s == d));
             if !matches || t.shape.iter().any(|d| *d < 0) {
-                return Err(bad(m, format!("unexpected shape for input '{}', model expects {}{:?}, got {:?}",
-                    t.name, if batching { "[batch] + " } else { "" }, ci.dims, t.shape)));
+                return Err(bad(
+                    m,
+                    format!(
+                        "unexpected shape for input '{}', model expects {}{:?}, got {:?}",
+                        t.name,
+                        if batching { "[batch] + " } else { "" },
+                        ci.dims,
+                        t.shape
+                    ),
+                ));
             }
             if let Some(b) = b {
                 if b < 1 || b > cfg.max_batch_size as i64 {
-                    return Err(bad(m, format!("input '{}' batch size {b} must be between 1 and max_batch_size {}",
-                        t.name, cfg.max_batch_size)));
+                    return Err(bad(
+                        m,
+                        format!(
+                            "input '{}' batch size {b} must be between 1 and max_batch_size {}",
+                            t.name, cfg.max_batch_size
+                        ),
+                    ));
                 }
                 match batch_size {
                     None => batch_size = Some(b as u64),
                     Some(x) if x != b as u64 => {
-                        return Err(bad(m, format!("input '{}' batch size {b} differs from other inputs' {x}", t.name)))
+                        return Err(bad(
+                            m,
+                            format!(
+                                "input '{}' batch size {b} differs from other inputs' {x}",
+                                t.name
+                            ),
+                        ))
                     }
                     _ => {}
                 }
             }
             let elems = config::element_count(&t.shape).unwrap_or(0);
             if t.datatype == TRITONSERVER_TYPE_BYTES {
-                let all: Vec<u8> = t.chunks.iter().flat_map(|c| c.bytes.iter().copied()).collect();
+                let all: Vec<u8> = t
+                    .chunks
+                    .iter()
+                    .flat_map(|c| c.bytes.iter().copied())
+                    .collect();
                 check_bytes_elements(m, &t.name, &all, elems)?;
             } else {
                 let want = elems * datatype_byte_size(t.datatype) as u64;
                 if t.byte_size() as u64 != want {
-                    return Err(bad(m, format!("input '{}' has {} bytes, shape {:?} of {} needs {want}",
-                        t.name, t.byte_size(), t.shape, datatype_name(t.datatype))));
+                    return Err(bad(
+                        m,
+                        format!(
+                            "input '{}' has {} bytes, shape {:?} of {} needs {want}",
+                            t.name,
+                            t.byte_size(),
+                            t.shape,
+                            datatype_name(t.datatype)
+                        ),
+                    ));
                 }
             }
             // The backend sees the reshaped shape.
             let seen_shape = match ci.reshape.as_ref() {
                 Some(r) => {
-                    let per = if batching { elems / b.unwrap_or(1).max(1) as u64 } else { elems };
+                    let per = if batching {
+                        elems / b.unwrap_or(1).max(1) as u64
+                    } else {
+                        elems
+                    };
                     let mut s = resolve_reshape(&r.shape, per);
                     if let Some(b) = b {
                         s.insert(0, b);
@@ -269,13 +344,26 @@ pub(crate) fn prepare(cfg: &ModelConfig, req: InferRequest, pool: &MemoryPool, c
                 None => t.shape.clone(),
             };
             shapes.push(seen_shape);
-            let ks = if ci.allow_ragged_batch { vec![] } else if batching { rest.to_vec() } else { t.shape.clone() };
+            let ks = if ci.allow_ragged_batch {
+                vec![]
+            } else if batching {
+                rest.to_vec()
+            } else {
+                t.shape.clone()
+            };
             key.push((t.name.clone(), ks));
         }
         for ci in &cfg.input {
             if !ci.optional && !seen.contains(&ci.name) {
-                return Err(bad(m, format!("expected {} inputs but got {}; missing required input '{}'",
-                    cfg.input.iter().filter(|i| !i.optional).count(), req.inputs.len(), ci.name)));
+                return Err(bad(
+                    m,
+                    format!(
+                        "expected {} inputs but got {}; missing required input '{}'",
+                        cfg.input.iter().filter(|i| !i.optional).count(),
+                        req.inputs.len(),
+                        ci.name
+                    ),
+                ));
             }
         }
         if let Some(outs) = &req.outputs {
@@ -291,16 +379,29 @@ pub(crate) fn prepare(cfg: &ModelConfig, req: InferRequest, pool: &MemoryPool, c
                 batch_size = t.shape.first().map(|b| (*b).max(0) as u64);
             }
             shapes.push(t.shape.clone());
-            key.push((t.name.clone(), t.shape.iter().skip(usize::from(batching)).copied().collect()));
+            key.push((
+                t.name.clone(),
+                t.shape
+                    .iter()
+                    .skip(usize::from(batching))
+                    .copied()
+                    .collect(),
+            ));
         }
     }
     key.sort();
-    let outputs = req.outputs.clone().unwrap_or_else(|| cfg.output.iter().map(|o| o.name.clone()).collect());
+    let outputs = req
+        .outputs
+        .clone()
+        .unwrap_or_else(|| cfg.output.iter().map(|o| o.name.clone()).collect());
     let mut inputs = Vec::new();
     for (t, shape) in req.inputs.into_iter().zip(shapes) {
         let mut chunks = Vec::new();
         for c in &t.chunks {
-            chunks.push(pool.alloc_from(c.memory, 0, &c.bytes).map_err(|e| e.context(format!("input '{}'", t.name)))?);
+            chunks.push(
+                pool.alloc_from(c.memory, 0, &c.bytes)
+                    .map_err(|e| e.context(format!("input '{}'", t.name)))?,
+            );
         }
         inputs.push(PreparedInput {
             byte_size: chunks.iter().map(|c| c.len() as u64).sum(),
@@ -325,11 +426,13 @@ pub(crate) fn prepare(cfg: &ModelConfig, req: InferRequest, pool: &MemoryPool, c
 /// Dynamic batching parameters of a config (None = one request per Execute).
 pub(crate) fn batch_policy(cfg: &ModelConfig) -> Option<crate::scheduler::BatchPolicy> {
     match &cfg.scheduling_choice {
-        Some(Scheduling_choice::DynamicBatching(db)) if cfg.max_batch_size > 0 => Some(crate::scheduler::BatchPolicy {
-            max_batch_size: cfg.max_batch_size as u64,
-            preferred: db.preferred_batch_size.iter().map(|p| *p as u64).collect(),
-            delay_ns: db.max_queue_delay_microseconds.saturating_mul(1000),
-        }),
+        Some(Scheduling_choice::DynamicBatching(db)) if cfg.max_batch_size > 0 => {
+            Some(crate::scheduler::BatchPolicy {
+                max_batch_size: cfg.max_batch_size as u64,
+                preferred: db.preferred_batch_size.iter().map(|p| *p as u64).collect(),
+                delay_ns: db.max_queue_delay_microseconds.saturating_mul(1000),
+            })
+        }
         _ => None,
     }
 }
@@ -356,20 +459,44 @@ mod tests {
             InferRequest::new("b", vec![InputTensor::f32("IN", &[5, 3, 2], &[0.0; 30])]),
             InferRequest::new("c", vec![InputTensor::f32("IN", &[2, 3, 3], &[0.0; 18])]),
             InferRequest::new("d", vec![InputTensor::f32("IN", &[2, 3, 2], &[0.0; 11])]),
-            InferRequest::new("e", vec![InputTensor::new("IN", TRITONSERVER_TYPE_INT32, &[1, 1, 2], vec![0; 8])]),
+            InferRequest::new(
+                "e",
+                vec![InputTensor::new(
+                    "IN",
+                    TRITONSERVER_TYPE_INT32,
+                    &[1, 1, 2],
+                    vec![0; 8],
+                )],
+            ),
             InferRequest::new("f", vec![InputTensor::f32("X", &[1, 1, 2], &[0.0; 2])]),
             InferRequest::new("g", vec![]),
             InferRequest::new("h", vec![InputTensor::f32("IN", &[3, 2], &[0.0; 6])]),
-            InferRequest::new("i", vec![InputTensor::f32("IN", &[1, 1, 2], &[0.0; 2]),
-                InputTensor::new("OPT", TRITONSERVER_TYPE_INT32, &[2, 1], vec![0; 8])]),
-            InferRequest { outputs: Some(vec!["NOPE".into()]), ..ok.clone() },
+            InferRequest::new(
+                "i",
+                vec![
+                    InputTensor::f32("IN", &[1, 1, 2], &[0.0; 2]),
+                    InputTensor::new("OPT", TRITONSERVER_TYPE_INT32, &[2, 1], vec![0; 8]),
+                ],
+            ),
+            InferRequest {
+                outputs: Some(vec!["NOPE".into()]),
+                ..ok.clone()
+            },
         ];
         for c in cases {
-            let e = prepare(&cfg(), c.clone(), &pool, true).err().unwrap_or_else(|| panic!("accepted {}", c.id));
+            let e = prepare(&cfg(), c.clone(), &pool, true)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {}", c.id));
             assert_eq!(e.code, TRITONSERVER_ERROR_INVALID_ARG, "{}", c.id);
         }
         // GPU data cannot be placed without a GPU.
-        let gpu = InferRequest::new("j", vec![InputTensor::f32("IN", &[1, 1, 2], &[0.0; 2]).split(4, MemoryType::Gpu)]);
-        assert_eq!(prepare(&cfg(), gpu, &pool, true).err().unwrap().code, TRITONSERVER_ERROR_UNSUPPORTED);
+        let gpu = InferRequest::new(
+            "j",
+            vec![InputTensor::f32("IN", &[1, 1, 2], &[0.0; 2]).split(4, MemoryType::Gpu)],
+        );
+        assert_eq!(
+            prepare(&cfg(), gpu, &pool, true).err().unwrap().code,
+            TRITONSERVER_ERROR_UNSUPPORTED
+        );
     }
 }

@@ -58,7 +58,9 @@ impl std::str::FromStr for MemoryType {
             "cpu" => Ok(MemoryType::Cpu),
             "pinned" | "cpu_pinned" => Ok(MemoryType::CpuPinned),
             "gpu" => Ok(MemoryType::Gpu),
-            other => Err(format!("unknown memory type '{other}' (expected cpu, pinned or gpu)")),
+            other => Err(format!(
+                "unknown memory type '{other}' (expected cpu, pinned or gpu)"
+            )),
         }
     }
 }
@@ -112,7 +114,9 @@ impl Buffer {
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         if ptr.is_null() {
-            return Err(Error::unavailable(format!("out of host memory allocating {len} bytes")));
+            return Err(Error::unavailable(format!(
+                "out of host memory allocating {len} bytes"
+            )));
         }
         let mut locked = false;
         if pinned {
@@ -266,7 +270,9 @@ mod tests {
     #[test]
     fn host_buffers_roundtrip_and_gpu_is_unsupported() {
         let pool = MemoryPool::default();
-        let b = pool.alloc_from(MemoryType::CpuPinned, 0, &[1, 2, 3]).unwrap();
+        let b = pool
+            .alloc_from(MemoryType::CpuPinned, 0, &[1, 2, 3])
+            .unwrap();
         assert_eq!(b.memory_type(), MemoryType::CpuPinned);
         assert_eq!(b.to_vec().unwrap(), vec![1, 2, 3]);
         assert_eq!(b.ptr() as usize % ALIGN, 0);

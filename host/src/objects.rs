@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{ModelConfig, PreferredGroup};
+use crate::infer::OutputTensor;
 use crate::memory::Buffer;
 use crate::rules::{lock, Shared};
-use crate::infer::OutputTensor;
 use crate::stats::ModelStats;
 
 /// Convert to a C string, replacing interior NULs (which a C API cannot carry).
@@ -38,7 +38,6 @@ impl MessageObj {
 }
 
 pub(crate) struct BackendObj {
-    pub shared: Arc<Shared>,
     pub name: CString,
     pub dir: CString,
     pub config_msg: usize,
@@ -90,7 +89,6 @@ pub(crate) struct InstanceObj {
     pub profiles: Vec<CString>,
     pub secondary: Vec<(CString, i64)>,
     pub host_policy_msg: usize,
-    pub host_policy_name: String,
     pub state: AtomicUsize,
 }
 

@@ -3,7 +3,7 @@
 //! an export attribute what it sees to a server and to the requests of the running Execute.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use crate::memory::MemoryPool;
@@ -24,7 +24,6 @@ pub struct LogLine {
 
 /// State shared by a [`crate::Server`] and every handle it hands to the backend.
 pub(crate) struct Shared {
-    pub id: u64,
     pub violations: Mutex<Vec<String>>,
     pub logs: Mutex<Vec<LogLine>>,
     pub live_errors: AtomicI64,
@@ -34,7 +33,6 @@ pub(crate) struct Shared {
     pub mm_allocs: Mutex<std::collections::HashMap<usize, (u32, i64, crate::memory::Buffer)>>,
 }
 
-static NEXT_SERVER: AtomicU64 = AtomicU64::new(1);
 static SERVERS: LazyLock<Mutex<Vec<Weak<Shared>>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -44,7 +42,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared {
     pub fn new(log_to_stderr: bool, pool: MemoryPool) -> Arc<Shared> {
         let s = Arc::new(Shared {
-            id: NEXT_SERVER.fetch_add(1, Ordering::Relaxed),
             violations: Mutex::new(Vec::new()),
             logs: Mutex::new(Vec::new()),
             live_errors: AtomicI64::new(0),

@@ -51,7 +51,12 @@ enum Decision {
 
 fn decide(q: &VecDeque<Pending>, p: &BatchPolicy, now: u64, draining: bool) -> Decision {
     let first = &q[0];
-    let max_pref = p.preferred.iter().copied().max().unwrap_or(p.max_batch_size);
+    let max_pref = p
+        .preferred
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(p.max_batch_size);
     let (mut total, mut count, mut best) = (0u64, 0usize, 0usize);
     let mut send_now = false;
     for r in q {
@@ -118,7 +123,11 @@ impl Queue {
                     Decision::Take(n) => n,
                     Decision::WaitUntil(t) => {
                         let wait = Duration::from_nanos(t.saturating_sub(now_ns()).max(1000));
-                        st = self.cv.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner()).0;
+                        st = self
+                            .cv
+                            .wait_timeout(st, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                         continue;
                     }
                 },
@@ -140,7 +149,12 @@ pub(crate) struct Instance {
 }
 
 /// Run one instance's backend thread until the queue shuts down.
-pub(crate) fn run_instance(lib: Arc<BackendLib>, inst: Instance, queue: Arc<Queue>, policy: Option<BatchPolicy>) {
+pub(crate) fn run_instance(
+    lib: Arc<BackendLib>,
+    inst: Instance,
+    queue: Arc<Queue>,
+    policy: Option<BatchPolicy>,
+) {
     while let Some(batch) = queue.next(policy.as_ref()) {
         execute(&lib, &inst, batch, true);
     }
@@ -201,7 +215,10 @@ fn kill_request(h: usize, r: &Arc<RequestObj>, why: &str) {
 pub(crate) fn execute(lib: &BackendLib, inst: &Instance, mut batch: Vec<Pending>, record: bool) {
     let model = inst.obj.model.clone();
     let shared = model.shared.clone();
-    let made: Vec<(usize, Arc<RequestObj>)> = batch.iter_mut().map(|p| make_request(inst, p, record)).collect();
+    let made: Vec<(usize, Arc<RequestObj>)> = batch
+        .iter_mut()
+        .map(|p| make_request(inst, p, record))
+        .collect();
     let mut hs: Vec<usize> = made.iter().map(|(h, _)| *h).collect();
     let reqs: Vec<Arc<RequestObj>> = made.iter().map(|(_, r)| r.clone()).collect();
     let _ctx = rules::enter(&shared, "TRITONBACKEND_ModelInstanceExecute", reqs.clone());
@@ -255,14 +272,30 @@ pub(crate) fn execute(lib: &BackendLib, inst: &Instance, mut batch: Vec<Pending>
         }
         let t = lock(&r.track);
         let reply = if !t.violations.is_empty() {
-            Err(Error::internal(format!("backend rule violation(s) for request '{}': {}", r.id_str(), t.violations.join("; "))))
+            Err(Error::internal(format!(
+                "backend rule violation(s) for request '{}': {}",
+                r.id_str(),
+                t.violations.join("; ")
+            )))
         } else if let Some(e) = host_error {
-            Ok(InferResponse { error: Some((e.code, e.msg)), outputs: vec![] })
+            Ok(InferResponse {
+                error: Some((e.code, e.msg)),
+                outputs: vec![],
+            })
         } else {
             match &t.result {
-                Some(Ok(outs)) => Ok(InferResponse { error: None, outputs: outs.clone() }),
-                Some(Err((c, m))) => Ok(InferResponse { error: Some((*c, m.clone())), outputs: vec![] }),
-                None => Err(Error::internal(format!("request '{}' got no response", r.id_str()))),
+                Some(Ok(outs)) => Ok(InferResponse {
+                    error: None,
+                    outputs: outs.clone(),
+                }),
+                Some(Err((c, m))) => Ok(InferResponse {
+                    error: Some((*c, m.clone())),
+                    outputs: vec![],
+                }),
+                None => Err(Error::internal(format!(
+                    "request '{}' got no response",
+                    r.id_str()
+                ))),
             }
         };
         drop(t);
@@ -296,11 +329,21 @@ mod tests {
 
     #[test]
     fn batcher_decisions() {
-        let p = BatchPolicy { max_batch_size: 8, preferred: vec![4, 8], delay_ns: 1000 };
+        let p = BatchPolicy {
+            max_batch_size: 8,
+            preferred: vec![4, 8],
+            delay_ns: 1000,
+        };
         let q: VecDeque<_> = [1, 1, 1].iter().map(|b| pending(*b, 1, 100)).collect();
-        assert!(matches!(decide(&q, &p, 200, false), Decision::WaitUntil(1100)));
+        assert!(matches!(
+            decide(&q, &p, 200, false),
+            Decision::WaitUntil(1100)
+        ));
         assert!(matches!(decide(&q, &p, 1200, false), Decision::Take(3)));
-        let q: VecDeque<_> = [1, 1, 2, 1, 5].iter().map(|b| pending(*b, 1, 100)).collect();
+        let q: VecDeque<_> = [1, 1, 2, 1, 5]
+            .iter()
+            .map(|b| pending(*b, 1, 100))
+            .collect();
         // 1+1+2 = 4 is preferred, +1 = 5, +5 > 8 → send the preferred prefix.
         assert!(matches!(decide(&q, &p, 200, false), Decision::Take(3)));
         let q: VecDeque<_> = vec![pending(1, 1, 100), pending(1, 2, 100)].into();

@@ -87,9 +87,11 @@ pub struct ResponseHandle {
 impl ResponseHandle {
     /// Wait for the response. `Err` = the request failed in the host (or a rule violation).
     pub fn wait(self) -> Result<InferResponse> {
-        self.rx
-            .recv()
-            .unwrap_or_else(|_| Err(Error::internal("the request was dropped without a response")))
+        self.rx.recv().unwrap_or_else(|_| {
+            Err(Error::internal(
+                "the request was dropped without a response",
+            ))
+        })
     }
 }
 
@@ -158,12 +160,28 @@ impl Server {
     pub fn backend_config_json(&self) -> Value {
         let o = &self.opts;
         let mut cmd = serde_json::Map::new();
-        cmd.insert("auto-complete-config".into(), o.auto_complete_config.to_string().into());
-        let dir = o.backend_library.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        cmd.insert(
+            "auto-complete-config".into(),
+            o.auto_complete_config.to_string().into(),
+        );
+        let dir = o
+            .backend_library
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
         let backends_dir = dir.parent().map(Path::to_path_buf).unwrap_or(dir);
-        cmd.insert("backend-directory".into(), backends_dir.to_string_lossy().into_owned().into());
-        cmd.insert("min-compute-capability".into(), format!("{:.6}", o.min_compute_capability).into());
-        cmd.insert("default-max-batch-size".into(), o.default_max_batch_size.to_string().into());
+        cmd.insert(
+            "backend-directory".into(),
+            backends_dir.to_string_lossy().into_owned().into(),
+        );
+        cmd.insert(
+            "min-compute-capability".into(),
+            format!("{:.6}", o.min_compute_capability).into(),
+        );
+        cmd.insert(
+            "default-max-batch-size".into(),
+            o.default_max_batch_size.to_string().into(),
+        );
         for (k, v) in &o.backend_config {
             cmd.insert(k.clone(), v.clone().into());
         }
@@ -173,14 +191,28 @@ impl Server {
     fn ensure_backend(&self) -> Result<(Arc<BackendLib>, usize, Vec<PreferredGroup>, bool)> {
         let mut b = lock(&self.backend);
         if let Some(lb) = b.as_ref() {
-            return Ok((lb.lib.clone(), lb.handle, lb.attr_handle_preferred.clone(), lb.parallel_instance_loading));
+            return Ok((
+                lb.lib.clone(),
+                lb.handle,
+                lb.attr_handle_preferred.clone(),
+                lb.parallel_instance_loading,
+            ));
         }
         let lib = Arc::new(BackendLib::open(&self.opts.backend_library)?);
         let config_msg = crate::abi::message_new(self.backend_config_json().to_string(), true);
-        let mm = handles::register(Kind::MemoryManager, Arc::new(MemoryManagerObj { shared: self.shared.clone() }));
-        let dir = self.opts.backend_library.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let mm = handles::register(
+            Kind::MemoryManager,
+            Arc::new(MemoryManagerObj {
+                shared: self.shared.clone(),
+            }),
+        );
+        let dir = self
+            .opts
+            .backend_library
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let obj = Arc::new(BackendObj {
-            shared: self.shared.clone(),
             name: cstring(&self.backend_name),
             dir: cstring(&dir),
             config_msg,
@@ -196,31 +228,72 @@ impl Server {
         };
         obj.in_initialize.store(false, Ordering::SeqCst);
         if let Err(e) = r {
-            handles::kill(handle, "destroyed after a failed TRITONBACKEND_Initialize", None);
+            handles::kill(
+                handle,
+                "destroyed after a failed TRITONBACKEND_Initialize",
+                None,
+            );
             handles::kill(config_msg, "destroyed with its backend", None);
             handles::kill(mm, "destroyed with its backend", None);
-            return Err(e.context(format!("failed to initialize backend '{}'", self.backend_name)));
+            return Err(e.context(format!(
+                "failed to initialize backend '{}'",
+                self.backend_name
+            )));
         }
         let attrs = Arc::new(AttributeObj::default());
         let ah = handles::register(Kind::BackendAttribute, attrs.clone());
         let r = {
             let _ctx = rules::enter(&self.shared, "TRITONBACKEND_GetBackendAttribute", vec![]);
-            lib.call2(lib.get_attribute, "TRITONBACKEND_GetBackendAttribute", handle, ah)
+            lib.call2(
+                lib.get_attribute,
+                "TRITONBACKEND_GetBackendAttribute",
+                handle,
+                ah,
+            )
         };
-        handles::kill(ah, "only valid during TRITONBACKEND_GetBackendAttribute", None);
+        handles::kill(
+            ah,
+            "only valid during TRITONBACKEND_GetBackendAttribute",
+            None,
+        );
         let (preferred, parallel) = match r {
-            Ok(()) => (lock(&attrs.groups).clone(), attrs.parallel.load(Ordering::SeqCst)),
+            Ok(()) => (
+                lock(&attrs.groups).clone(),
+                attrs.parallel.load(Ordering::SeqCst),
+            ),
             Err(e) => {
-                self.host_log("WARN", format!("TRITONBACKEND_GetBackendAttribute failed, attributes ignored: {e}"));
+                self.host_log(
+                    "WARN",
+                    format!("TRITONBACKEND_GetBackendAttribute failed, attributes ignored: {e}"),
+                );
                 (Vec::new(), false)
             }
         };
-        *b = Some(LoadedBackend { lib: lib.clone(), handle, obj, attr_handle_preferred: preferred.clone(), parallel_instance_loading: parallel });
+        self.host_log(
+            "INFO",
+            format!(
+                "loaded backend '{}' from {}",
+                self.backend_name,
+                lib.path.display()
+            ),
+        );
+        *b = Some(LoadedBackend {
+            lib: lib.clone(),
+            handle,
+            obj,
+            attr_handle_preferred: preferred.clone(),
+            parallel_instance_loading: parallel,
+        });
         Ok((lib, handle, preferred, parallel))
     }
 
     fn host_log(&self, level: &'static str, msg: String) {
-        self.shared.log(LogLine { level, file: "rusttrt-host".into(), line: 0, msg });
+        self.shared.log(LogLine {
+            level,
+            file: "rusttrt-host".into(),
+            line: 0,
+            msg,
+        });
     }
 
     /// Load (or reload) a model: every version its version policy selects. A reload loads the
@@ -229,12 +302,21 @@ impl Server {
         let _l = lock(&self.load_lock);
         let dir = self.opts.model_repository.join(name);
         if !dir.is_dir() {
-            return Err(Error::not_found(format!("model '{name}' not found in repository {}", self.opts.model_repository.display())));
+            return Err(Error::not_found(format!(
+                "model '{name}' not found in repository {}",
+                self.opts.model_repository.display()
+            )));
         }
         let mut cfg = config::read(&dir, self.opts.auto_complete_config)?;
         let (lib, bh, preferred, parallel) = self.ensure_backend()?;
-        config::normalize(&mut cfg, name, &self.backend_name, self.opts.gpu_count, &preferred)
-            .map_err(|e| e.context(format!("failed to load model '{name}'")))?;
+        config::normalize(
+            &mut cfg,
+            name,
+            &self.backend_name,
+            self.opts.gpu_count,
+            &preferred,
+        )
+        .map_err(|e| e.context(format!("failed to load model '{name}'")))?;
         let versions = config::select_versions(&dir, &cfg)?;
         let mut loaded: Vec<Arc<ModelRuntime>> = Vec::new();
         for v in versions {
@@ -286,7 +368,10 @@ impl Server {
         let finalize_model = |why: &str| {
             let _ctx = rules::enter(&self.shared, "TRITONBACKEND_ModelFinalize", vec![]);
             if let Err(e) = lib.call1(lib.model_finalize, "TRITONBACKEND_ModelFinalize", mh) {
-                self.host_log("ERROR", format!("TRITONBACKEND_ModelFinalize of '{name}' failed: {e}"));
+                self.host_log(
+                    "ERROR",
+                    format!("TRITONBACKEND_ModelFinalize of '{name}' failed: {e}"),
+                );
             }
             handles::kill(mh, why, None);
         };
@@ -312,7 +397,11 @@ impl Server {
             };
             for c in 0..g.count {
                 for d in &devices {
-                    let iname = if g.count > 1 { format!("{}_{c}", g.name) } else { g.name.clone() };
+                    let iname = if g.count > 1 {
+                        format!("{}_{c}", g.name)
+                    } else {
+                        g.name.clone()
+                    };
                     let policy = if !g.host_policy.is_empty() {
                         g.host_policy.clone()
                     } else {
@@ -322,9 +411,23 @@ impl Server {
                             _ => "cpu".into(),
                         }
                     };
-                    specs.push((iname, tkind, *d, g.passive, g.profile.clone(),
-                        g.secondary_devices.iter().map(|s| (cstring(&format!("{:?}", s.kind.enum_value_or_default())), s.device_id)).collect::<Vec<_>>(),
-                        policy));
+                    specs.push((
+                        iname,
+                        tkind,
+                        *d,
+                        g.passive,
+                        g.profile.clone(),
+                        g.secondary_devices
+                            .iter()
+                            .map(|s| {
+                                (
+                                    cstring(&format!("{:?}", s.kind.enum_value_or_default())),
+                                    s.device_id,
+                                )
+                            })
+                            .collect::<Vec<_>>(),
+                        policy,
+                    ));
                 }
             }
         }
@@ -333,7 +436,7 @@ impl Server {
         let mut failure = None;
         let mut created = Vec::new();
         for (iname, kind, dev, passive, profiles, secondary, policy) in specs {
-            let hp = crate::abi::message_new(json!({ policy.clone(): {} }).to_string(), true);
+            let hp = crate::abi::message_new(json!({ policy: {} }).to_string(), true);
             msgs.push(hp);
             let obj = Arc::new(InstanceObj {
                 model: model.clone(),
@@ -345,7 +448,6 @@ impl Server {
                 profiles: profiles.iter().map(|p| cstring(p)).collect(),
                 secondary,
                 host_policy_msg: hp,
-                host_policy_name: policy,
                 state: AtomicUsize::new(0),
             });
             let h = handles::register(Kind::Instance, obj.clone());
@@ -354,21 +456,46 @@ impl Server {
         // Parallel instance loading only when the backend opted in.
         let results: Vec<Result<()>> = if parallel && created.len() > 1 {
             std::thread::scope(|s| {
-                let hs: Vec<_> = created.iter().map(|i| {
-                    let shared = self.shared.clone();
-                    let lib = lib.clone();
-                    s.spawn(move || {
-                        let _ctx = rules::enter(&shared, "TRITONBACKEND_ModelInstanceInitialize", vec![]);
-                        lib.call1(lib.instance_initialize, "TRITONBACKEND_ModelInstanceInitialize", i.handle)
+                let hs: Vec<_> = created
+                    .iter()
+                    .map(|i| {
+                        let shared = self.shared.clone();
+                        let lib = lib.clone();
+                        s.spawn(move || {
+                            let _ctx = rules::enter(
+                                &shared,
+                                "TRITONBACKEND_ModelInstanceInitialize",
+                                vec![],
+                            );
+                            lib.call1(
+                                lib.instance_initialize,
+                                "TRITONBACKEND_ModelInstanceInitialize",
+                                i.handle,
+                            )
+                        })
                     })
-                }).collect();
-                hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::internal("instance init thread panicked")))).collect()
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::internal("instance init thread panicked"))
+                        })
+                    })
+                    .collect()
             })
         } else {
             let mut v = Vec::new();
             for i in &created {
-                let _ctx = rules::enter(&self.shared, "TRITONBACKEND_ModelInstanceInitialize", vec![]);
-                let r = lib.call1(lib.instance_initialize, "TRITONBACKEND_ModelInstanceInitialize", i.handle);
+                let _ctx = rules::enter(
+                    &self.shared,
+                    "TRITONBACKEND_ModelInstanceInitialize",
+                    vec![],
+                );
+                let r = lib.call1(
+                    lib.instance_initialize,
+                    "TRITONBACKEND_ModelInstanceInitialize",
+                    i.handle,
+                );
                 let failed = r.is_err();
                 v.push(r);
                 if failed {
@@ -381,7 +508,10 @@ impl Server {
         let ran = results.len();
         for (i, r) in created.iter().zip(&results) {
             if let Err(e) = r {
-                failure.get_or_insert_with(|| e.clone().context(format!("instance '{}'", i.obj.name.to_string_lossy())));
+                failure.get_or_insert_with(|| {
+                    e.clone()
+                        .context(format!("instance '{}'", i.obj.name.to_string_lossy()))
+                });
             }
         }
         instances.extend(created.iter().take(ran).cloned());
@@ -434,17 +564,41 @@ impl Server {
                             let dt = config::config_dtype(wi.data_type);
                             let elems = config::element_count(&wi.dims).unwrap_or(0) as usize;
                             let bytes = match &wi.input_data_type {
-                                Some(Input_data_type::InputDataFile(f)) => std::fs::read(dir.join("warmup").join(f))
-                                    .map_err(|e| Error::invalid_arg(format!("warmup '{}': cannot read {f}: {e}", w.name)))?,
-                                _ if dt == TRITONSERVER_TYPE_BYTES => (0..elems).flat_map(|_| 0u32.to_le_bytes()).collect(),
+                                Some(Input_data_type::InputDataFile(f)) => {
+                                    std::fs::read(dir.join("warmup").join(f)).map_err(|e| {
+                                        Error::invalid_arg(format!(
+                                            "warmup '{}': cannot read {f}: {e}",
+                                            w.name
+                                        ))
+                                    })?
+                                }
+                                _ if dt == TRITONSERVER_TYPE_BYTES => {
+                                    (0..elems).flat_map(|_| 0u32.to_le_bytes()).collect()
+                                }
                                 Some(Input_data_type::RandomData(true)) => {
                                     let mut v = vec![0u8; elems * datatype_byte_size(dt) as usize];
                                     match dt {
-                                        TRITONSERVER_TYPE_FP32 => v.chunks_exact_mut(4).for_each(|c| c.copy_from_slice(&rng.random::<f32>().to_le_bytes())),
-                                        TRITONSERVER_TYPE_FP64 => v.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&rng.random::<f64>().to_le_bytes())),
+                                        TRITONSERVER_TYPE_FP32 => {
+                                            v.chunks_exact_mut(4).for_each(|c| {
+                                                c.copy_from_slice(
+                                                    &rng.random::<f32>().to_le_bytes(),
+                                                )
+                                            })
+                                        }
+                                        TRITONSERVER_TYPE_FP64 => {
+                                            v.chunks_exact_mut(8).for_each(|c| {
+                                                c.copy_from_slice(
+                                                    &rng.random::<f64>().to_le_bytes(),
+                                                )
+                                            })
+                                        }
                                         TRITONSERVER_TYPE_FP16 | TRITONSERVER_TYPE_BF16 => {}
-                                        TRITONSERVER_TYPE_BOOL => v.iter_mut().for_each(|b| *b = rng.random_range(0..2)),
-                                        _ => v.iter_mut().for_each(|b| *b = rng.random_range(0..16)),
+                                        TRITONSERVER_TYPE_BOOL => {
+                                            v.iter_mut().for_each(|b| *b = rng.random_range(0..2))
+                                        }
+                                        _ => {
+                                            v.iter_mut().for_each(|b| *b = rng.random_range(0..16))
+                                        }
                                     }
                                     v
                                 }
@@ -461,14 +615,28 @@ impl Server {
                             .map_err(|e| e.context(format!("warmup '{}'", w.name)))?;
                         let (tx, rx) = mpsc::channel();
                         let now = now_ns();
-                        batch.push(Pending { req: prepared, tx, arrival_ns: now, queue_start_ns: now });
+                        batch.push(Pending {
+                            req: prepared,
+                            tx,
+                            arrival_ns: now,
+                            queue_start_ns: now,
+                        });
                         rxs.push(rx);
                     }
                     scheduler::execute(&rt.lib, inst, batch, false);
                     for rx in rxs {
-                        let r = rx.recv().map_err(|_| Error::internal("warmup request lost"))??;
+                        let r = rx
+                            .recv()
+                            .map_err(|_| Error::internal("warmup request lost"))??;
                         if let Some((c, m)) = r.error {
-                            return Err(Error::new(c, format!("warmup '{}' on instance '{}': {m}", w.name, inst.obj.name.to_string_lossy())));
+                            return Err(Error::new(
+                                c,
+                                format!(
+                                    "warmup '{}' on instance '{}': {m}",
+                                    w.name,
+                                    inst.obj.name.to_string_lossy()
+                                ),
+                            ));
                         }
                     }
                 }
@@ -485,8 +653,18 @@ impl Server {
         let name = rt.model.name_str();
         for i in &rt.instances {
             let _ctx = rules::enter(&self.shared, "TRITONBACKEND_ModelInstanceFinalize", vec![]);
-            if let Err(e) = rt.lib.call1(rt.lib.instance_finalize, "TRITONBACKEND_ModelInstanceFinalize", i.handle) {
-                self.host_log("ERROR", format!("TRITONBACKEND_ModelInstanceFinalize of '{}' failed: {e}", i.obj.name.to_string_lossy()));
+            if let Err(e) = rt.lib.call1(
+                rt.lib.instance_finalize,
+                "TRITONBACKEND_ModelInstanceFinalize",
+                i.handle,
+            ) {
+                self.host_log(
+                    "ERROR",
+                    format!(
+                        "TRITONBACKEND_ModelInstanceFinalize of '{}' failed: {e}",
+                        i.obj.name.to_string_lossy()
+                    ),
+                );
             }
             handles::kill(i.handle, "finalized", None);
         }
@@ -495,8 +673,15 @@ impl Server {
         }
         {
             let _ctx = rules::enter(&self.shared, "TRITONBACKEND_ModelFinalize", vec![]);
-            if let Err(e) = rt.lib.call1(rt.lib.model_finalize, "TRITONBACKEND_ModelFinalize", rt.handle) {
-                self.host_log("ERROR", format!("TRITONBACKEND_ModelFinalize of '{name}' failed: {e}"));
+            if let Err(e) = rt.lib.call1(
+                rt.lib.model_finalize,
+                "TRITONBACKEND_ModelFinalize",
+                rt.handle,
+            ) {
+                self.host_log(
+                    "ERROR",
+                    format!("TRITONBACKEND_ModelFinalize of '{name}' failed: {e}"),
+                );
             }
         }
         handles::kill(rt.handle, "finalized", None);
@@ -546,8 +731,13 @@ impl Server {
     /// Statistics, shaped as `GET /v2/models/<m>/stats`.
     pub fn model_stats(&self, name: &str) -> Result<Value> {
         let models = lock(&self.models);
-        let rts = models.get(name).ok_or_else(|| Error::not_found(format!("model '{name}' is not loaded")))?;
-        let v: Vec<Value> = rts.iter().map(|r| r.model.stats.to_json(name, r.model.version)).collect();
+        let rts = models
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("model '{name}' is not loaded")))?;
+        let v: Vec<Value> = rts
+            .iter()
+            .map(|r| r.model.stats.to_json(name, r.model.version))
+            .collect();
         Ok(json!({ "model_stats": v }))
     }
 
@@ -556,23 +746,49 @@ impl Server {
         let rt = self.latest(name)?;
         for i in &rt.instances {
             let _ctx = rules::enter(&self.shared, "TRITONBACKEND_ModelInstanceReady", vec![]);
-            rt.lib.call1(rt.lib.instance_ready, "TRITONBACKEND_ModelInstanceReady", i.handle)?;
+            rt.lib.call1(
+                rt.lib.instance_ready,
+                "TRITONBACKEND_ModelInstanceReady",
+                i.handle,
+            )?;
         }
         Ok(())
     }
 
     /// Names and kinds of a model's instances (name, TRITONSERVER kind, device id, passive).
     pub fn model_instances(&self, name: &str) -> Result<Vec<(String, u32, i32, bool)>> {
-        Ok(self.latest(name)?.instances.iter().map(|i| (i.obj.name.to_string_lossy().into_owned(), i.obj.kind, i.obj.device_id, i.obj.passive)).collect())
+        Ok(self
+            .latest(name)?
+            .instances
+            .iter()
+            .map(|i| {
+                (
+                    i.obj.name.to_string_lossy().into_owned(),
+                    i.obj.kind,
+                    i.obj.device_id,
+                    i.obj.passive,
+                )
+            })
+            .collect())
     }
 
-    fn submit_inner(&self, model: &str, req: InferRequest, checked: bool) -> Result<ResponseHandle> {
+    fn submit_inner(
+        &self,
+        model: &str,
+        req: InferRequest,
+        checked: bool,
+    ) -> Result<ResponseHandle> {
         let arrival = now_ns();
         let rt = self.latest(model)?;
         let cfg = rt.model.config();
         let prepared = infer::prepare(&cfg, req, &self.shared.pool, checked)?;
         let (tx, rx) = mpsc::channel();
-        rt.queue.push(Pending { req: prepared, tx, arrival_ns: arrival, queue_start_ns: now_ns() })?;
+        rt.queue.push(Pending {
+            req: prepared,
+            tx,
+            arrival_ns: arrival,
+            queue_start_ns: now_ns(),
+        })?;
         Ok(ResponseHandle { rx })
     }
 
@@ -617,17 +833,25 @@ impl Server {
 
     /// Preferred instance groups the backend reported (None before the backend is loaded).
     pub fn preferred_instance_groups(&self) -> Option<Vec<PreferredGroup>> {
-        lock(&self.backend).as_ref().map(|b| b.attr_handle_preferred.clone())
+        lock(&self.backend)
+            .as_ref()
+            .map(|b| b.attr_handle_preferred.clone())
     }
 
     /// Execution policy the backend chose (None before the backend is loaded).
     pub fn execution_policy(&self) -> Option<u32> {
-        lock(&self.backend).as_ref().map(|b| b.obj.policy.load(Ordering::SeqCst))
+        lock(&self.backend)
+            .as_ref()
+            .map(|b| b.obj.policy.load(Ordering::SeqCst))
     }
 
     /// Output memory type to use for a client that prefers `m` on this host.
     pub fn effective_output_memory(&self, m: MemoryType) -> MemoryType {
-        if m == MemoryType::Gpu && self.shared.pool.gpu_count() == 0 { MemoryType::Cpu } else { m }
+        if m == MemoryType::Gpu && self.shared.pool.gpu_count() == 0 {
+            MemoryType::Cpu
+        } else {
+            m
+        }
     }
 }
 
@@ -640,7 +864,10 @@ impl Drop for Server {
         if let Some(b) = lock(&self.backend).take() {
             {
                 let _ctx = rules::enter(&self.shared, "TRITONBACKEND_Finalize", vec![]);
-                if let Err(e) = b.lib.call1(b.lib.finalize, "TRITONBACKEND_Finalize", b.handle) {
+                if let Err(e) = b
+                    .lib
+                    .call1(b.lib.finalize, "TRITONBACKEND_Finalize", b.handle)
+                {
                     self.host_log("ERROR", format!("TRITONBACKEND_Finalize failed: {e}"));
                 }
             }

@@ -14,13 +14,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{LazyLock, Mutex};
 
-static BUILT: LazyLock<Mutex<HashMap<String, Result<(), String>>>> = LazyLock::new(Default::default);
+static BUILT: LazyLock<Mutex<HashMap<String, Result<(), String>>>> =
+    LazyLock::new(Default::default);
 
 /// `<target>/<profile>` of the running executable.
 pub fn profile_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
+    if dir
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
         dir.parent().map(Path::to_path_buf)
     } else {
         Some(dir.to_path_buf())
@@ -29,7 +33,10 @@ pub fn profile_dir() -> Option<PathBuf> {
 
 /// Workspace root (the directory holding the root Cargo.toml).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn find(profile: &Path, file: &str) -> Option<PathBuf> {
@@ -64,13 +71,19 @@ pub fn find_or_build_cdylib(package: &str, lib_name: &str) -> PathBuf {
         });
         if let Err(e) = r {
             if let Some(p) = find(&profile, &file) {
-                eprintln!("[rusttrt-host] warning: {e}; using existing {}", p.display());
+                eprintln!(
+                    "[rusttrt-host] warning: {e}; using existing {}",
+                    p.display()
+                );
                 return p;
             }
             panic!("{file} not found under {} and {e}", profile.display());
         }
     }
     find(&profile, &file).unwrap_or_else(|| {
-        panic!("{file} (package {package}) not found under {} — run `cargo build -p {package}`", profile.display())
+        panic!(
+            "{file} (package {package}) not found under {} — run `cargo build -p {package}`",
+            profile.display()
+        )
     })
 }

@@ -18,7 +18,10 @@ fn backend(b: *mut TRITONBACKEND_Backend, f: &str) -> crate::error::Result<Arc<B
     handles::get(b as usize, Kind::Backend, f)
 }
 
-fn attrs(a: *mut TRITONBACKEND_BackendAttribute, f: &str) -> crate::error::Result<Arc<AttributeObj>> {
+fn attrs(
+    a: *mut TRITONBACKEND_BackendAttribute,
+    f: &str,
+) -> crate::error::Result<Arc<AttributeObj>> {
     handles::get(a as usize, Kind::BackendAttribute, f)
 }
 

@@ -107,10 +107,14 @@ pub unsafe extern "C" fn TRITONSERVER_DataTypeByteSize(dt: u32) -> u32 {
 
 #[no_mangle]
 pub unsafe extern "C" fn TRITONSERVER_StringToDataType(name: *const c_char) -> u32 {
-    guard_value("TRITONSERVER_StringToDataType", TRITONSERVER_TYPE_INVALID, || {
-        cstr(name, "TRITONSERVER_StringToDataType", "dtype")
-            .map_or(TRITONSERVER_TYPE_INVALID, |s| datatype_from_name(&s))
-    })
+    guard_value(
+        "TRITONSERVER_StringToDataType",
+        TRITONSERVER_TYPE_INVALID,
+        || {
+            cstr(name, "TRITONSERVER_StringToDataType", "dtype")
+                .map_or(TRITONSERVER_TYPE_INVALID, |s| datatype_from_name(&s))
+        },
+    )
 }
 
 #[no_mangle]
@@ -148,24 +152,56 @@ pub unsafe extern "C" fn TRITONSERVER_LogIsEnabled(level: u32) -> bool {
     }
 }
 
-
 pub(crate) fn value_symbols() -> Vec<(&'static str, *const ())> {
     vec![
         ("TRITONSERVER_ErrorNew", TRITONSERVER_ErrorNew as *const ()),
-        ("TRITONSERVER_ErrorDelete", TRITONSERVER_ErrorDelete as *const ()),
-        ("TRITONSERVER_ErrorCode", TRITONSERVER_ErrorCode as *const ()),
-        ("TRITONSERVER_ErrorCodeString", TRITONSERVER_ErrorCodeString as *const ()),
-        ("TRITONSERVER_ErrorMessage", TRITONSERVER_ErrorMessage as *const ()),
-        ("TRITONSERVER_DataTypeString", TRITONSERVER_DataTypeString as *const ()),
-        ("TRITONSERVER_DataTypeByteSize", TRITONSERVER_DataTypeByteSize as *const ()),
-        ("TRITONSERVER_StringToDataType", TRITONSERVER_StringToDataType as *const ()),
-        ("TRITONSERVER_MemoryTypeString", TRITONSERVER_MemoryTypeString as *const ()),
-        ("TRITONSERVER_InstanceGroupKindString", TRITONSERVER_InstanceGroupKindString as *const ()),
-        ("TRITONSERVER_LogIsEnabled", TRITONSERVER_LogIsEnabled as *const ()),
+        (
+            "TRITONSERVER_ErrorDelete",
+            TRITONSERVER_ErrorDelete as *const (),
+        ),
+        (
+            "TRITONSERVER_ErrorCode",
+            TRITONSERVER_ErrorCode as *const (),
+        ),
+        (
+            "TRITONSERVER_ErrorCodeString",
+            TRITONSERVER_ErrorCodeString as *const (),
+        ),
+        (
+            "TRITONSERVER_ErrorMessage",
+            TRITONSERVER_ErrorMessage as *const (),
+        ),
+        (
+            "TRITONSERVER_DataTypeString",
+            TRITONSERVER_DataTypeString as *const (),
+        ),
+        (
+            "TRITONSERVER_DataTypeByteSize",
+            TRITONSERVER_DataTypeByteSize as *const (),
+        ),
+        (
+            "TRITONSERVER_StringToDataType",
+            TRITONSERVER_StringToDataType as *const (),
+        ),
+        (
+            "TRITONSERVER_MemoryTypeString",
+            TRITONSERVER_MemoryTypeString as *const (),
+        ),
+        (
+            "TRITONSERVER_InstanceGroupKindString",
+            TRITONSERVER_InstanceGroupKindString as *const (),
+        ),
+        (
+            "TRITONSERVER_LogIsEnabled",
+            TRITONSERVER_LogIsEnabled as *const (),
+        ),
     ]
 }
 
-fn get_attr(h: *mut TRITONSERVER_BufferAttributes, func: &str) -> crate::error::Result<Arc<BufAttrObj>> {
+fn get_attr(
+    h: *mut TRITONSERVER_BufferAttributes,
+    func: &str,
+) -> crate::error::Result<Arc<BufAttrObj>> {
     handles::get(h as usize, Kind::BufferAttributes, func)
 }
 

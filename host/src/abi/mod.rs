@@ -26,7 +26,7 @@ use crate::handles::{self, Kind};
 use crate::objects::{cstring, ErrorObj};
 use crate::rules::{self, Shared};
 
-pub(crate) use self::core::{message_new, message_json};
+pub(crate) use self::core::{message_json, message_new};
 
 /// Error return of every export.
 pub(crate) type Err = *mut TRITONSERVER_Error;
@@ -112,7 +112,10 @@ pub(crate) fn guard_value<T>(func: &'static str, fallback: T, f: impl FnOnce() -
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(p) => {
-            eprintln!("[rusttrt-host] host bug: panic in {func}: {}", panic_msg(&*p));
+            eprintln!(
+                "[rusttrt-host] host bug: panic in {func}: {}",
+                panic_msg(&*p)
+            );
             fallback
         }
     }

@@ -22,8 +22,17 @@ fn instance(i: *mut TRITONBACKEND_ModelInstance, f: &str) -> Result<Arc<Instance
     handles::get(i as usize, Kind::Instance, f)
 }
 
-fn memory_usage(usage: *mut *mut TRITONSERVER_BufferAttributes, n: u32, f: &str) -> Result<Vec<(u32, i64, u64)>> {
-    let hs = slice(usage as *const *mut TRITONSERVER_BufferAttributes, n as usize, f, "usage")?;
+fn memory_usage(
+    usage: *mut *mut TRITONSERVER_BufferAttributes,
+    n: u32,
+    f: &str,
+) -> Result<Vec<(u32, i64, u64)>> {
+    let hs = slice(
+        usage as *const *mut TRITONSERVER_BufferAttributes,
+        n as usize,
+        f,
+        "usage",
+    )?;
     let mut v = Vec::new();
     for h in hs {
         let a: Arc<BufAttrObj> = handles::get(*h as usize, Kind::BufferAttributes, f)?;

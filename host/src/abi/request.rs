@@ -19,6 +19,7 @@ fn input(i: *mut TRITONBACKEND_Input, f: &str) -> Result<Arc<InputObj>> {
     handles::get(i as usize, Kind::Input, f)
 }
 
+#[allow(clippy::too_many_arguments)] // mirrors the C signature
 fn input_properties(
     f: &str,
     i: *mut TRITONBACKEND_Input,

@@ -10,10 +10,10 @@ use super::{cstr, exports, out, peek_error, read_opt, slice};
 use crate::config;
 use crate::error::{Error, Result};
 use crate::handles::{self, Kind};
+use crate::infer::OutputTensor;
 use crate::memory::MemoryType;
 use crate::objects::{BufAttr, BufAttrObj, FactoryObj, OutputObj, RequestObj, ResponseObj};
 use crate::rules::{self, lock};
-use crate::infer::OutputTensor;
 
 fn response(r: *mut TRITONBACKEND_Response, f: &str) -> Result<Arc<ResponseObj>> {
     handles::get(r as usize, Kind::Response, f)
@@ -28,10 +28,18 @@ fn fail(req: &RequestObj, msg: String) -> Error {
     Error::invalid_arg(msg)
 }
 
-fn new_response(req: &Arc<RequestObj>, resp: *mut *mut TRITONBACKEND_Response, f: &str) -> Result<()> {
+fn new_response(
+    req: &Arc<RequestObj>,
+    resp: *mut *mut TRITONBACKEND_Response,
+    f: &str,
+) -> Result<()> {
     let h = handles::register(
         Kind::Response,
-        Arc::new(ResponseObj { request: req.clone(), outputs: Default::default(), params: Default::default() }),
+        Arc::new(ResponseObj {
+            request: req.clone(),
+            outputs: Default::default(),
+            params: Default::default(),
+        }),
     );
     {
         let mut t = lock(&req.track);
@@ -45,16 +53,37 @@ fn new_response(req: &Arc<RequestObj>, resp: *mut *mut TRITONBACKEND_Response, f
 fn check_output(req: &RequestObj, f: &str, name: &str, dtype: u32, shape: &[i64]) -> Result<()> {
     let cfg = req.model.config();
     let Some(o) = cfg.output.iter().find(|o| o.name == name) else {
-        return Err(fail(req, format!("{f}: '{name}' is not an output of model '{}' (config outputs: {:?})",
-            cfg.name, cfg.output.iter().map(|o| o.name.clone()).collect::<Vec<_>>())));
+        return Err(fail(
+            req,
+            format!(
+                "{f}: '{name}' is not an output of model '{}' (config outputs: {:?})",
+                cfg.name,
+                cfg.output
+                    .iter()
+                    .map(|o| o.name.clone())
+                    .collect::<Vec<_>>()
+            ),
+        ));
     };
     let want = config::config_dtype(o.data_type);
     if dtype != want {
-        return Err(fail(req, format!("{f}: output '{name}' has data type {} but the config says {}",
-            datatype_name(dtype), datatype_name(want))));
+        return Err(fail(
+            req,
+            format!(
+                "{f}: output '{name}' has data type {} but the config says {}",
+                datatype_name(dtype),
+                datatype_name(want)
+            ),
+        ));
     }
     if !req.outputs.iter().any(|r| r.to_bytes() == name.as_bytes()) {
-        return Err(fail(req, format!("{f}: output '{name}' was not requested by request '{}'", req.id_str())));
+        return Err(fail(
+            req,
+            format!(
+                "{f}: output '{name}' was not requested by request '{}'",
+                req.id_str()
+            ),
+        ));
     }
     let batched = cfg.max_batch_size > 0;
     let forms: Vec<&[i64]> = std::iter::once(o.dims.as_slice())
@@ -71,7 +100,10 @@ fn check_output(req: &RequestObj, f: &str, name: &str, dtype: u32, shape: &[i64]
         };
         b.is_none_or(|b| b == req.batch_size as i64)
             && rest.len() == dims.len()
-            && rest.iter().zip(dims).all(|(s, d)| *s >= 0 && (*d == -1 || s == d))
+            && rest
+                .iter()
+                .zip(dims)
+                .all(|(s, d)| *s >= 0 && (*d == -1 || s == d))
     };
     if !forms.iter().any(|d| fits(d)) {
         return Err(fail(req, format!(

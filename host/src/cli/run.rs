@@ -1,2 +1,5 @@
-pub fn run(_a: &RunArgs) -> crate::Result<()> { Ok(()) }
-#[derive(clap::Args, Debug)] pub struct RunArgs {}
+pub fn run(_a: &RunArgs) -> crate::Result<()> {
+    Ok(())
+}
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {}

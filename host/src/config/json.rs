@@ -17,13 +17,37 @@ const NUMERIC_INT64_PATHS: &[&[&str]] = &[
     &["dynamic_batching", "max_queue_delay_microseconds"],
     &["dynamic_batching", "priority_levels"],
     &["dynamic_batching", "default_priority_level"],
-    &["dynamic_batching", "default_queue_policy", "default_timeout_microseconds"],
-    &["dynamic_batching", "priority_queue_policy", "*", "default_timeout_microseconds"],
+    &[
+        "dynamic_batching",
+        "default_queue_policy",
+        "default_timeout_microseconds",
+    ],
+    &[
+        "dynamic_batching",
+        "priority_queue_policy",
+        "*",
+        "default_timeout_microseconds",
+    ],
     &["sequence_batching", "max_sequence_idle_microseconds"],
-    &["sequence_batching", "direct", "max_queue_delay_microseconds"],
-    &["sequence_batching", "oldest", "max_queue_delay_microseconds"],
+    &[
+        "sequence_batching",
+        "direct",
+        "max_queue_delay_microseconds",
+    ],
+    &[
+        "sequence_batching",
+        "oldest",
+        "max_queue_delay_microseconds",
+    ],
     &["sequence_batching", "state", "[]", "dims"],
-    &["sequence_batching", "state", "[]", "initial_state", "[]", "dims"],
+    &[
+        "sequence_batching",
+        "state",
+        "[]",
+        "initial_state",
+        "[]",
+        "dims",
+    ],
     &["ensemble_scheduling", "step", "[]", "model_version"],
     &["model_warmup", "[]", "inputs", "*", "dims"],
 ];
@@ -131,7 +155,10 @@ mod tests {
             7
         );
         assert_eq!(j["instance_group"][0]["kind"], "KIND_CPU");
-        assert_eq!(j["instance_group"][0]["secondary_devices"][0]["device_id"], "3");
+        assert_eq!(
+            j["instance_group"][0]["secondary_devices"][0]["device_id"],
+            "3"
+        );
         assert_eq!(j["parameters"]["p"]["string_value"], "v");
         assert_eq!(j["batch_input"], serde_json::json!([]));
         assert!(j.get("sequence_batching").is_none());

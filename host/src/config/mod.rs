@@ -39,9 +39,8 @@ pub struct PreferredGroup {
 pub fn read(model_dir: &Path, auto_complete: bool) -> Result<ModelConfig> {
     let path = model_dir.join("config.pbtxt");
     match std::fs::read_to_string(&path) {
-        Ok(text) => pbtxt::parse::<ModelConfig>(&text).map_err(|e| {
-            Error::invalid_arg(format!("failed to parse {}: {e}", path.display()))
-        }),
+        Ok(text) => pbtxt::parse::<ModelConfig>(&text)
+            .map_err(|e| Error::invalid_arg(format!("failed to parse {}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && auto_complete => {
             Ok(ModelConfig::new())
         }
@@ -205,15 +204,19 @@ pub fn merge_set_config(current: &ModelConfig, new: ModelConfig) -> Result<Model
     out.input = new.input;
     out.output = new.output;
     out.max_batch_size = new.max_batch_size;
-    out.model_transaction_policy.mut_or_insert_default().decoupled =
-        new.model_transaction_policy.decoupled;
+    out.model_transaction_policy
+        .mut_or_insert_default()
+        .decoupled = new.model_transaction_policy.decoupled;
     let which = |s: &Option<Scheduling_choice>| match s {
         None => "none",
         Some(Scheduling_choice::DynamicBatching(_)) => "dynamic_batching",
         Some(Scheduling_choice::SequenceBatching(_)) => "sequence_batching",
         Some(Scheduling_choice::EnsembleScheduling(_)) => "ensemble_scheduling",
     };
-    let (a, b) = (which(&current.scheduling_choice), which(&new.scheduling_choice));
+    let (a, b) = (
+        which(&current.scheduling_choice),
+        which(&new.scheduling_choice),
+    );
     if a != "none" && a != b {
         return Err(Error::internal(format!(
             "model '{}': TRITONBACKEND_ModelSetConfig may not change the scheduler: the \
@@ -245,7 +248,9 @@ fn elements(dims: &[i64]) -> Option<i64> {
 pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
     let m = cfg.name.as_str();
     if m.is_empty() {
-        return Err(Error::invalid_arg("model configuration must specify 'name'"));
+        return Err(Error::invalid_arg(
+            "model configuration must specify 'name'",
+        ));
     }
     if cfg.max_batch_size < 0 {
         return Err(Error::invalid_arg(format!(
@@ -256,10 +261,15 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
     let mut names = HashSet::new();
     for i in &cfg.input {
         if i.name.is_empty() {
-            return Err(Error::invalid_arg(format!("model '{m}': an input has no name")));
+            return Err(Error::invalid_arg(format!(
+                "model '{m}': an input has no name"
+            )));
         }
         if !names.insert(i.name.clone()) {
-            return Err(Error::invalid_arg(format!("model '{m}': duplicate input '{}'", i.name)));
+            return Err(Error::invalid_arg(format!(
+                "model '{m}': duplicate input '{}'",
+                i.name
+            )));
         }
         if i.data_type.enum_value_or_default() == DataType::TYPE_INVALID {
             return Err(Error::invalid_arg(format!(
@@ -281,10 +291,15 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
     let mut names = HashSet::new();
     for o in &cfg.output {
         if o.name.is_empty() {
-            return Err(Error::invalid_arg(format!("model '{m}': an output has no name")));
+            return Err(Error::invalid_arg(format!(
+                "model '{m}': an output has no name"
+            )));
         }
         if !names.insert(o.name.clone()) {
-            return Err(Error::invalid_arg(format!("model '{m}': duplicate output '{}'", o.name)));
+            return Err(Error::invalid_arg(format!(
+                "model '{m}': duplicate output '{}'",
+                o.name
+            )));
         }
         if o.data_type.enum_value_or_default() == DataType::TYPE_INVALID {
             return Err(Error::invalid_arg(format!(
@@ -431,14 +446,19 @@ mod tests {
 
     #[test]
     fn normalize_fills_what_triton_fills() {
-        let mut c = cfg(r#"max_batch_size: 8 dynamic_batching {} instance_group [ { count: 0 }, { kind: KIND_CPU count: 3 } ]"#);
+        let mut c = cfg(
+            r#"max_batch_size: 8 dynamic_batching {} instance_group [ { count: 0 }, { kind: KIND_CPU count: 3 } ]"#,
+        );
         normalize(&mut c, "m", "mock", 0, &[]).unwrap();
         assert_eq!(c.name, "m");
         assert_eq!(c.backend, "mock");
         assert_eq!(c.version_policy.latest().num_versions, 1);
         assert_eq!(c.instance_group[0].name, "m_0");
         assert_eq!(c.instance_group[0].count, 1);
-        assert_eq!(c.instance_group[0].kind.enum_value_or_default(), GroupKind::KIND_CPU);
+        assert_eq!(
+            c.instance_group[0].kind.enum_value_or_default(),
+            GroupKind::KIND_CPU
+        );
         assert_eq!(c.instance_group[1].name, "m_1");
         assert!(c.optimization.input_pinned_memory.enable);
         assert_eq!(c.dynamic_batching().preferred_batch_size, vec![8]);
@@ -450,8 +470,12 @@ mod tests {
 
     #[test]
     fn set_config_rules() {
-        let cur = cfg(r#"name: "m" dynamic_batching {} parameters { key: "a" value { string_value: "b" } }"#);
-        let mut new = cfg(r#"name: "zzz" max_batch_size: 4 dynamic_batching { max_queue_delay_microseconds: 5 } input [ { name: "I" data_type: TYPE_FP32 dims: [1] } ]"#);
+        let cur = cfg(
+            r#"name: "m" dynamic_batching {} parameters { key: "a" value { string_value: "b" } }"#,
+        );
+        let mut new = cfg(
+            r#"name: "zzz" max_batch_size: 4 dynamic_batching { max_queue_delay_microseconds: 5 } input [ { name: "I" data_type: TYPE_FP32 dims: [1] } ]"#,
+        );
         let out = merge_set_config(&cur, new.clone()).unwrap();
         assert_eq!(out.name, "m");
         assert_eq!(out.max_batch_size, 4);
@@ -459,7 +483,10 @@ mod tests {
         assert_eq!(out.parameters.len(), 1);
         assert_eq!(out.dynamic_batching().max_queue_delay_microseconds, 5);
         new.scheduling_choice = None;
-        assert_eq!(merge_set_config(&cur, new).unwrap_err().code, TRITONSERVER_ERROR_INTERNAL);
+        assert_eq!(
+            merge_set_config(&cur, new).unwrap_err().code,
+            TRITONSERVER_ERROR_INTERNAL
+        );
         let none = cfg(r#"name: "m""#);
         let added = merge_set_config(&none, cfg("dynamic_batching {}")).unwrap();
         assert!(added.has_dynamic_batching());
@@ -474,7 +501,10 @@ mod tests {
             ok.replace("dims: [ 2 ]", "dims: [ 0 ]"),
             ok.replace("dims: [ 2 ]", ""),
             ok.replace("max_batch_size: 4", "max_batch_size: 0 dynamic_batching {}"),
-            ok.replace("max_batch_size: 4", "max_batch_size: 4 dynamic_batching { preferred_batch_size: [ 8 ] }"),
+            ok.replace(
+                "max_batch_size: 4",
+                "max_batch_size: 4 dynamic_batching { preferred_batch_size: [ 8 ] }",
+            ),
             ok.replace("KIND_CPU", "KIND_GPU"),
             ok.replace("\"O\"", "\"I\"").replace("output", "input"),
         ] {

@@ -103,9 +103,7 @@ impl<'a> Lexer<'a> {
             }) {
                 // `1e-5` needs '-'/'+' after 'e' only.
                 let c = self.peek().unwrap_or(0);
-                if (c == b'+' || c == b'-')
-                    && !matches!(self.s[self.pos - 1], b'e' | b'E')
-                {
+                if (c == b'+' || c == b'-') && !matches!(self.s[self.pos - 1], b'e' | b'E') {
                     break;
                 }
                 self.bump();
@@ -148,7 +146,10 @@ impl<'a> Lexer<'a> {
                             let mut v = 0u32;
                             let mut n = 0;
                             while n < 2 && self.peek().is_some_and(|c| c.is_ascii_hexdigit()) {
-                                v = v * 16 + (self.bump().unwrap_or(b'0') as char).to_digit(16).unwrap_or(0);
+                                v = v * 16
+                                    + (self.bump().unwrap_or(b'0') as char)
+                                        .to_digit(16)
+                                        .unwrap_or(0);
                                 n += 1;
                             }
                             if n == 0 {
@@ -235,7 +236,11 @@ impl<'a> Parser<'a> {
             }
             let name = match self.take()? {
                 Some(Tok::Ident(n)) => n,
-                other => return self.lx.err(format!("expected a field name, found {other:?}")),
+                other => {
+                    return self
+                        .lx
+                        .err(format!("expected a field name, found {other:?}"))
+                }
             };
             let Some(field) = desc.field_by_name(&name) else {
                 return self.lx.err(format!(
@@ -338,7 +343,11 @@ impl<'a> Parser<'a> {
         while !self.eat_sym(end)? {
             let name = match self.take()? {
                 Some(Tok::Ident(n)) => n,
-                other => return self.lx.err(format!("expected key or value, found {other:?}")),
+                other => {
+                    return self
+                        .lx
+                        .err(format!("expected key or value, found {other:?}"))
+                }
             };
             let (slot, t) = match name.as_str() {
                 "key" => (&mut key, kt),
@@ -346,7 +355,9 @@ impl<'a> Parser<'a> {
                 _ => return self.lx.err(format!("map entry has no field \"{name}\"")),
             };
             if slot.is_some() {
-                return self.lx.err(format!("map entry field \"{name}\" given twice"));
+                return self
+                    .lx
+                    .err(format!("map entry field \"{name}\" given twice"));
             }
             let colon = self.eat_sym(':')?;
             if !matches!(t, RuntimeType::Message(_)) && !colon {
@@ -431,20 +442,34 @@ impl<'a> Parser<'a> {
                     }
                 },
                 Some(Tok::Num(n)) => match n.parse::<i32>() {
-                    Ok(v) if ed.value_by_number(v).is_some() => ReflectValueBox::Enum(ed.clone(), v),
+                    Ok(v) if ed.value_by_number(v).is_some() => {
+                        ReflectValueBox::Enum(ed.clone(), v)
+                    }
                     _ => return self.lx.err(format!("unknown enumeration number {n}")),
                 },
-                other => return self.lx.err(format!("expected an enum value, found {other:?}")),
+                other => {
+                    return self
+                        .lx
+                        .err(format!("expected an enum value, found {other:?}"))
+                }
             },
-            RuntimeType::I32 => ReflectValueBox::I32(self.int(i32::MIN as i128, i32::MAX as i128)? as i32),
-            RuntimeType::I64 => ReflectValueBox::I64(self.int(i64::MIN as i128, i64::MAX as i128)? as i64),
+            RuntimeType::I32 => {
+                ReflectValueBox::I32(self.int(i32::MIN as i128, i32::MAX as i128)? as i32)
+            }
+            RuntimeType::I64 => {
+                ReflectValueBox::I64(self.int(i64::MIN as i128, i64::MAX as i128)? as i64)
+            }
             RuntimeType::U32 => ReflectValueBox::U32(self.int(0, u32::MAX as i128)? as u32),
             RuntimeType::U64 => ReflectValueBox::U64(self.int(0, u64::MAX as i128)? as u64),
             RuntimeType::F32 => ReflectValueBox::F32(self.float()? as f32),
             RuntimeType::F64 => ReflectValueBox::F64(self.float()?),
             RuntimeType::Bool => match self.take()? {
-                Some(Tok::Ident(n)) if matches!(n.as_str(), "true" | "True" | "t") => ReflectValueBox::Bool(true),
-                Some(Tok::Ident(n)) if matches!(n.as_str(), "false" | "False" | "f") => ReflectValueBox::Bool(false),
+                Some(Tok::Ident(n)) if matches!(n.as_str(), "true" | "True" | "t") => {
+                    ReflectValueBox::Bool(true)
+                }
+                Some(Tok::Ident(n)) if matches!(n.as_str(), "false" | "False" | "f") => {
+                    ReflectValueBox::Bool(false)
+                }
                 Some(Tok::Num(n)) if n == "1" => ReflectValueBox::Bool(true),
                 Some(Tok::Num(n)) if n == "0" => ReflectValueBox::Bool(false),
                 other => return self.lx.err(format!("expected a bool, found {other:?}")),
