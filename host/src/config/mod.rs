@@ -1,0 +1,514 @@
+//! Model configuration: `config.pbtxt` parsing, the JSON form, Triton's normalization before
+//! the backend sees it, `TRITONBACKEND_ModelSetConfig` merging and final validation.
+
+mod json;
+pub mod pbtxt;
+
+/// Rust types generated from `host/proto/model_config.proto`.
+#[allow(clippy::all, missing_docs, unused, non_camel_case_types, non_snake_case, non_upper_case_globals)]
+#[rustfmt::skip]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/model_config_proto/model_config_include.rs"));
+}
+
+use std::collections::HashSet;
+use std::path::Path;
+
+pub use json::{from_json, to_json};
+use proto::model_config::Scheduling_choice;
+use proto::model_instance_group::Kind as GroupKind;
+use proto::model_version_policy::Policy_choice;
+pub use proto::ModelConfig;
+use proto::{DataType, ModelInstanceGroup};
+use triton_abi::*;
+
+use crate::error::{Error, Result};
+
+/// A default instance group a backend asked for in `TRITONBACKEND_GetBackendAttribute`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreferredGroup {
+    /// `TRITONSERVER_InstanceGroupKind` value.
+    pub kind: u32,
+    /// Instance count (0 = Triton default).
+    pub count: u64,
+    /// Device ids (empty = default).
+    pub device_ids: Vec<u64>,
+}
+
+/// Read `<model_dir>/config.pbtxt`. A missing file is allowed only with auto-complete.
+pub fn read(model_dir: &Path, auto_complete: bool) -> Result<ModelConfig> {
+    let path = model_dir.join("config.pbtxt");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => pbtxt::parse::<ModelConfig>(&text)
+            .map_err(|e| Error::invalid_arg(format!("failed to parse {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && auto_complete => {
+            Ok(ModelConfig::new())
+        }
+        Err(e) => Err(Error::invalid_arg(format!(
+            "unable to read model configuration {}: {e}{}",
+            path.display(),
+            if auto_complete {
+                ""
+            } else {
+                " (auto-complete-config is disabled, so the file is required)"
+            }
+        ))),
+    }
+}
+
+/// Version directories of a model that the version policy selects (ascending).
+pub fn select_versions(model_dir: &Path, cfg: &ModelConfig) -> Result<Vec<u64>> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(model_dir)
+        .map_err(|e| Error::not_found(format!("cannot read {}: {e}", model_dir.display())))?
+    {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.path().is_dir() || name.starts_with('0') {
+            continue;
+        }
+        if let Ok(v) = name.parse::<u64>() {
+            all.push(v);
+        }
+    }
+    all.sort_unstable();
+    let chosen: Vec<u64> = match &cfg.version_policy.policy_choice {
+        None => all.iter().rev().take(1).copied().collect(),
+        Some(Policy_choice::Latest(l)) => {
+            let n = l.num_versions.max(1) as usize;
+            all.iter().rev().take(n).copied().collect()
+        }
+        Some(Policy_choice::All(_)) => all.clone(),
+        Some(Policy_choice::Specific(s)) => {
+            for v in &s.versions {
+                if *v < 0 || !all.contains(&(*v as u64)) {
+                    return Err(Error::not_found(format!(
+                        "version {v} of model '{}' named by the version policy has no directory in {}",
+                        cfg.name,
+                        model_dir.display()
+                    )));
+                }
+            }
+            s.versions.iter().map(|v| *v as u64).collect()
+        }
+    };
+    let mut chosen = chosen;
+    chosen.sort_unstable();
+    chosen.dedup();
+    if chosen.is_empty() {
+        return Err(Error::not_found(format!(
+            "at least one version must be available under the version policy of model '{}' \
+             (no numeric version directory in {})",
+            cfg.name,
+            model_dir.display()
+        )));
+    }
+    Ok(chosen)
+}
+
+/// Triton core's normalization before `TRITONBACKEND_ModelInitialize` (and again after
+/// `TRITONBACKEND_ModelSetConfig`).
+pub fn normalize(
+    cfg: &mut ModelConfig,
+    model_name: &str,
+    backend_name: &str,
+    gpu_count: usize,
+    preferred: &[PreferredGroup],
+) -> Result<()> {
+    if cfg.name.is_empty() {
+        cfg.name = model_name.to_string();
+    } else if cfg.name != model_name {
+        return Err(Error::invalid_arg(format!(
+            "model name '{}' in config.pbtxt does not match the model directory '{model_name}'",
+            cfg.name
+        )));
+    }
+    if cfg.backend.is_empty() && cfg.platform.is_empty() {
+        cfg.backend = backend_name.to_string();
+    }
+    if cfg.backend != backend_name {
+        return Err(Error::invalid_arg(format!(
+            "model '{model_name}' asks for backend '{}' (platform '{}') but the host serves \
+             backend '{backend_name}'",
+            cfg.backend, cfg.platform
+        )));
+    }
+    if cfg.version_policy.policy_choice.is_none() {
+        let mut l = proto::model_version_policy::Latest::new();
+        l.num_versions = 1;
+        cfg.version_policy.mut_or_insert_default().set_latest(l);
+    }
+    if cfg.instance_group.is_empty() {
+        if preferred.is_empty() {
+            cfg.instance_group.push(ModelInstanceGroup::new());
+        }
+        for p in preferred {
+            let mut g = ModelInstanceGroup::new();
+            g.kind = match p.kind {
+                TRITONSERVER_INSTANCEGROUPKIND_CPU => GroupKind::KIND_CPU,
+                TRITONSERVER_INSTANCEGROUPKIND_GPU => GroupKind::KIND_GPU,
+                TRITONSERVER_INSTANCEGROUPKIND_MODEL => GroupKind::KIND_MODEL,
+                _ => GroupKind::KIND_AUTO,
+            }
+            .into();
+            g.count = p.count as i32;
+            g.gpus = p.device_ids.iter().map(|d| *d as i32).collect();
+            // A GPU preference cannot be honoured without GPUs: fall back as Triton does.
+            if gpu_count == 0 && g.kind.enum_value_or_default() == GroupKind::KIND_GPU {
+                continue;
+            }
+            cfg.instance_group.push(g);
+        }
+        if cfg.instance_group.is_empty() {
+            cfg.instance_group.push(ModelInstanceGroup::new());
+        }
+    }
+    for (i, g) in cfg.instance_group.iter_mut().enumerate() {
+        if g.name.is_empty() {
+            g.name = format!("{model_name}_{i}");
+        }
+        if g.count < 1 {
+            g.count = 1;
+        }
+        if g.kind.enum_value_or_default() == GroupKind::KIND_AUTO {
+            g.kind = if gpu_count > 0 {
+                GroupKind::KIND_GPU
+            } else {
+                GroupKind::KIND_CPU
+            }
+            .into();
+        }
+        if g.kind.enum_value_or_default() == GroupKind::KIND_GPU && g.gpus.is_empty() {
+            g.gpus = (0..gpu_count as i32).collect();
+        }
+    }
+    let opt = cfg.optimization.mut_or_insert_default();
+    if opt.input_pinned_memory.is_none() {
+        opt.input_pinned_memory.mut_or_insert_default().enable = true;
+    }
+    if opt.output_pinned_memory.is_none() {
+        opt.output_pinned_memory.mut_or_insert_default().enable = true;
+    }
+    let mbs = cfg.max_batch_size;
+    if let Some(Scheduling_choice::DynamicBatching(db)) = &mut cfg.scheduling_choice {
+        if db.preferred_batch_size.is_empty() && mbs > 0 {
+            db.preferred_batch_size.push(mbs);
+        }
+    }
+    Ok(())
+}
+
+/// Take over from a config sent with `TRITONBACKEND_ModelSetConfig` what Triton takes over.
+pub fn merge_set_config(current: &ModelConfig, new: ModelConfig) -> Result<ModelConfig> {
+    let mut out = current.clone();
+    out.input = new.input;
+    out.output = new.output;
+    out.max_batch_size = new.max_batch_size;
+    out.model_transaction_policy
+        .mut_or_insert_default()
+        .decoupled = new.model_transaction_policy.decoupled;
+    let which = |s: &Option<Scheduling_choice>| match s {
+        None => "none",
+        Some(Scheduling_choice::DynamicBatching(_)) => "dynamic_batching",
+        Some(Scheduling_choice::SequenceBatching(_)) => "sequence_batching",
+        Some(Scheduling_choice::EnsembleScheduling(_)) => "ensemble_scheduling",
+    };
+    let (a, b) = (
+        which(&current.scheduling_choice),
+        which(&new.scheduling_choice),
+    );
+    if a != "none" && a != b {
+        return Err(Error::internal(format!(
+            "model '{}': TRITONBACKEND_ModelSetConfig may not change the scheduler: the \
+             configuration had '{a}', the new one has '{b}' (send back the full config you read)",
+            current.name
+        )));
+    }
+    out.scheduling_choice = new.scheduling_choice;
+    Ok(out)
+}
+
+fn check_dims(model: &str, what: &str, name: &str, dims: &[i64]) -> Result<()> {
+    for d in dims {
+        if *d < 1 && *d != -1 {
+            return Err(Error::invalid_arg(format!(
+                "model '{model}', {what} '{name}': dimension {d} must be >= 1, or -1 for a \
+                 variable-size dimension"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn elements(dims: &[i64]) -> Option<i64> {
+    dims.iter().try_fold(1i64, |a, d| (*d >= 0).then(|| a * d))
+}
+
+/// Triton's validation of the final config (after ModelInitialize); errors fail the load.
+pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
+    let m = cfg.name.as_str();
+    if m.is_empty() {
+        return Err(Error::invalid_arg(
+            "model configuration must specify 'name'",
+        ));
+    }
+    if cfg.max_batch_size < 0 {
+        return Err(Error::invalid_arg(format!(
+            "model '{m}': 'max_batch_size' must be non-negative, got {}",
+            cfg.max_batch_size
+        )));
+    }
+    let mut names = HashSet::new();
+    for i in &cfg.input {
+        if i.name.is_empty() {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}': an input has no name"
+            )));
+        }
+        if !names.insert(i.name.clone()) {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}': duplicate input '{}'",
+                i.name
+            )));
+        }
+        if i.data_type.enum_value_or_default() == DataType::TYPE_INVALID {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', input '{}': must specify a valid 'data_type'",
+                i.name
+            )));
+        }
+        if i.dims.is_empty() && i.reshape.is_none() && !i.is_shape_tensor {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', input '{}': must specify 'dims'",
+                i.name
+            )));
+        }
+        check_dims(m, "input", &i.name, &i.dims)?;
+        if let Some(r) = i.reshape.as_ref() {
+            check_reshape(m, "input", &i.name, &i.dims, &r.shape)?;
+        }
+    }
+    let mut names = HashSet::new();
+    for o in &cfg.output {
+        if o.name.is_empty() {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}': an output has no name"
+            )));
+        }
+        if !names.insert(o.name.clone()) {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}': duplicate output '{}'",
+                o.name
+            )));
+        }
+        if o.data_type.enum_value_or_default() == DataType::TYPE_INVALID {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', output '{}': must specify a valid 'data_type'",
+                o.name
+            )));
+        }
+        if o.dims.is_empty() && o.reshape.is_none() && !o.is_shape_tensor {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', output '{}': must specify 'dims'",
+                o.name
+            )));
+        }
+        check_dims(m, "output", &o.name, &o.dims)?;
+        if let Some(r) = o.reshape.as_ref() {
+            check_reshape(m, "output", &o.name, &o.dims, &r.shape)?;
+        }
+    }
+    match &cfg.scheduling_choice {
+        Some(Scheduling_choice::DynamicBatching(db)) => {
+            if cfg.max_batch_size == 0 {
+                return Err(Error::invalid_arg(format!(
+                    "model '{m}': dynamic batching requires 'max_batch_size' > 0"
+                )));
+            }
+            for p in &db.preferred_batch_size {
+                if *p < 1 || *p > cfg.max_batch_size {
+                    return Err(Error::invalid_arg(format!(
+                        "model '{m}': dynamic batching preferred size {p} must be positive and \
+                         <= max batch size {}",
+                        cfg.max_batch_size
+                    )));
+                }
+            }
+        }
+        Some(Scheduling_choice::SequenceBatching(_)) | Some(Scheduling_choice::EnsembleScheduling(_)) => {
+            return Err(Error::unsupported(format!(
+                "model '{m}': sequence batching / ensemble scheduling are not implemented by the test host"
+            )))
+        }
+        None => {}
+    }
+    if cfg.model_transaction_policy.decoupled {
+        return Err(Error::unsupported(format!(
+            "model '{m}': decoupled models are not supported by the test host"
+        )));
+    }
+    for g in &cfg.instance_group {
+        let kind = g.kind.enum_value_or_default();
+        if g.count < 1 {
+            return Err(Error::invalid_arg(format!(
+                "instance group '{}' of model '{m}' must have count >= 1",
+                g.name
+            )));
+        }
+        match kind {
+            GroupKind::KIND_GPU => {
+                if gpu_count == 0 {
+                    return Err(Error::invalid_arg(format!(
+                        "instance group '{}' of model '{m}' has kind KIND_GPU but no GPUs are available",
+                        g.name
+                    )));
+                }
+                for d in &g.gpus {
+                    if *d < 0 || *d as usize >= gpu_count {
+                        return Err(Error::invalid_arg(format!(
+                            "instance group '{}' of model '{m}' names GPU {d} but only {gpu_count} GPUs are available",
+                            g.name
+                        )));
+                    }
+                }
+            }
+            GroupKind::KIND_CPU | GroupKind::KIND_MODEL if !g.gpus.is_empty() => {
+                return Err(Error::invalid_arg(format!(
+                    "instance group '{}' of model '{m}' has kind {kind:?} but specifies GPUs",
+                    g.name
+                )));
+            }
+            GroupKind::KIND_AUTO => {
+                return Err(Error::internal(format!(
+                    "instance group '{}' of model '{m}' still has KIND_AUTO after normalization",
+                    g.name
+                )))
+            }
+            _ => {}
+        }
+    }
+    for w in &cfg.model_warmup {
+        if cfg.max_batch_size > 0 && w.batch_size as i32 > cfg.max_batch_size {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', warmup '{}': batch size {} exceeds max_batch_size {}",
+                w.name, w.batch_size, cfg.max_batch_size
+            )));
+        }
+        if cfg.max_batch_size == 0 && w.batch_size > 1 {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', warmup '{}': batch size must be 0 or 1 for a non-batching model",
+                w.name
+            )));
+        }
+        for k in w.inputs.keys() {
+            if !cfg.input.iter().any(|i| &i.name == k) {
+                return Err(Error::invalid_arg(format!(
+                    "model '{m}', warmup '{}': unknown input '{k}'",
+                    w.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_reshape(m: &str, what: &str, name: &str, dims: &[i64], shape: &[i64]) -> Result<()> {
+    if let (Some(a), Some(b)) = (elements(dims), elements(shape)) {
+        if a != b {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', {what} '{name}': reshape {shape:?} has {b} elements but dims \
+                 {dims:?} have {a}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Element count of a fully known shape.
+pub fn element_count(shape: &[i64]) -> Option<u64> {
+    shape
+        .iter()
+        .try_fold(1u64, |a, d| (*d >= 0).then(|| a * *d as u64))
+}
+
+/// `TYPE_*` config enum value → `TRITONSERVER_DataType` (numerically equal).
+pub fn config_dtype(dt: protobuf::EnumOrUnknown<DataType>) -> u32 {
+    dt.value() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> ModelConfig {
+        pbtxt::parse(text).unwrap()
+    }
+
+    #[test]
+    fn normalize_fills_what_triton_fills() {
+        let mut c = cfg(
+            r#"max_batch_size: 8 dynamic_batching {} instance_group [ { count: 0 }, { kind: KIND_CPU count: 3 } ]"#,
+        );
+        normalize(&mut c, "m", "mock", 0, &[]).unwrap();
+        assert_eq!(c.name, "m");
+        assert_eq!(c.backend, "mock");
+        assert_eq!(c.version_policy.latest().num_versions, 1);
+        assert_eq!(c.instance_group[0].name, "m_0");
+        assert_eq!(c.instance_group[0].count, 1);
+        assert_eq!(
+            c.instance_group[0].kind.enum_value_or_default(),
+            GroupKind::KIND_CPU
+        );
+        assert_eq!(c.instance_group[1].name, "m_1");
+        assert!(c.optimization.input_pinned_memory.enable);
+        assert_eq!(c.dynamic_batching().preferred_batch_size, vec![8]);
+        let mut bad = cfg(r#"name: "x""#);
+        assert!(normalize(&mut bad, "m", "mock", 0, &[]).is_err());
+        let mut other = cfg(r#"backend: "onnxruntime""#);
+        assert!(normalize(&mut other, "m", "mock", 0, &[]).is_err());
+    }
+
+    #[test]
+    fn set_config_rules() {
+        let cur = cfg(
+            r#"name: "m" dynamic_batching {} parameters { key: "a" value { string_value: "b" } }"#,
+        );
+        let mut new = cfg(
+            r#"name: "zzz" max_batch_size: 4 dynamic_batching { max_queue_delay_microseconds: 5 } input [ { name: "I" data_type: TYPE_FP32 dims: [1] } ]"#,
+        );
+        let out = merge_set_config(&cur, new.clone()).unwrap();
+        assert_eq!(out.name, "m");
+        assert_eq!(out.max_batch_size, 4);
+        assert_eq!(out.input.len(), 1);
+        assert_eq!(out.parameters.len(), 1);
+        assert_eq!(out.dynamic_batching().max_queue_delay_microseconds, 5);
+        new.scheduling_choice = None;
+        assert_eq!(
+            merge_set_config(&cur, new).unwrap_err().code,
+            TRITONSERVER_ERROR_INTERNAL
+        );
+        let none = cfg(r#"name: "m""#);
+        let added = merge_set_config(&none, cfg("dynamic_batching {}")).unwrap();
+        assert!(added.has_dynamic_batching());
+    }
+
+    #[test]
+    fn validate_rejects_bad_configs() {
+        let ok = r#"name: "m" max_batch_size: 4 input [ { name: "I" data_type: TYPE_FP32 dims: [ -1 ] } ] output [ { name: "O" data_type: TYPE_FP32 dims: [ 2 ] } ] instance_group [ { name: "g" kind: KIND_CPU count: 1 } ]"#;
+        validate(&cfg(ok), 0).unwrap();
+        for bad in [
+            ok.replace("TYPE_FP32 dims: [ -1 ]", "TYPE_INVALID dims: [ -1 ]"),
+            ok.replace("dims: [ 2 ]", "dims: [ 0 ]"),
+            ok.replace("dims: [ 2 ]", ""),
+            ok.replace("max_batch_size: 4", "max_batch_size: 0 dynamic_batching {}"),
+            ok.replace(
+                "max_batch_size: 4",
+                "max_batch_size: 4 dynamic_batching { preferred_batch_size: [ 8 ] }",
+            ),
+            ok.replace("KIND_CPU", "KIND_GPU"),
+            ok.replace("\"O\"", "\"I\"").replace("output", "input"),
+        ] {
+            assert!(validate(&cfg(&bad), 0).is_err(), "{bad}");
+        }
+    }
+}
