@@ -889,3 +889,25 @@ fn encoder_layer() {
         ],
     );
 }
+
+#[test]
+fn resize_scales_stay_float() {
+    let mut r = Rng::new(14);
+    let m = Gb::new("g")
+        .input("x", F32, &[1, 2, 4, 4])
+        .init(tensor_f32("w", &[2, 2, 1, 1], &r.vec(4, 1.0)))
+        .init(tensor_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]))
+        .output("y", F32, &[1, 2, 8, 8])
+        .node("Conv", &["x", "w"], &["c"], vec![])
+        .node("Resize", &["c", "", "scales"], &["y"], vec![])
+        .onnx(17);
+    let (c, _) = convert(&m);
+    let rs = node(&c, "Resize_1");
+    assert_eq!(rs.input[2], "scales");
+    assert_eq!(init(g(&c), "scales").data_type(), F32);
+    assert!(
+        producer(g(&c), &rs.input[0]).is_some_and(|p| p.op_type() == "Conv"),
+        "X in FP16"
+    );
+    check(&m, &c, &[("x", x_in(&mut r, &[1, 2, 4, 4], 1.0))]);
+}
