@@ -183,7 +183,7 @@ pub fn convert_to_fp16(model: &OnnxModel, opts: &Fp16Options) -> Result<(OnnxMod
         model: model.path.display().to_string(),
     };
     let graph = out.proto.graph.take().unwrap_or_default();
-    let converted = cx.convert_graph(&graph, &HashMap::new(), &HashMap::new(), true)?;
+    let converted = cx.convert_graph(graph, &HashMap::new(), &HashMap::new(), true)?;
     out.proto.graph = MessageField::some(converted);
     Ok((out, cx.report))
 }
@@ -647,6 +647,8 @@ struct Plan {
     modes: Vec<Mode>,
     /// Demands on local constants: (FP16 wanted, FP32 wanted).
     demand: HashMap<String, (bool, bool)>,
+    /// Names of the graph's outputs.
+    outputs: HashSet<String>,
 }
 
 impl Ctx<'_> {
@@ -859,12 +861,13 @@ impl Ctx<'_> {
             types,
             modes,
             demand,
+            outputs: g.output.iter().map(|o| o.name().to_string()).collect(),
         }
     }
 
     /// Storage precision of a local FLOAT constant and whether FP32 consumers get a copy.
-    fn constant_storage(&self, name: &str, plan: &Plan, g: &GraphProto, main: bool) -> Prec {
-        let is_output = g.output.iter().any(|o| o.name() == name);
+    fn constant_storage(&self, name: &str, plan: &Plan, main: bool) -> Prec {
+        let is_output = plan.outputs.contains(name);
         if is_output {
             return if main && !self.opts.keep_io_types {
                 Prec::F16
@@ -880,23 +883,26 @@ impl Ctx<'_> {
 
     fn convert_graph(
         &mut self,
-        g: &GraphProto,
+        g: GraphProto,
         outer_types: &HashMap<String, TInfo>,
         outer_avail: &HashMap<String, Avail>,
         main: bool,
     ) -> Result<GraphProto> {
-        let plan = self.analyze(g, outer_types, main);
+        let plan = self.analyze(&g, outer_types, main);
         let io_prec = if main && !self.opts.keep_io_types {
             Prec::F16
         } else {
             Prec::F32
         };
-        let mut out = g.clone();
-        out.node.clear();
+        let mut out = g;
+        let old_nodes = std::mem::take(&mut out.node);
         let mut avail: HashMap<String, Avail> = outer_avail.clone();
-        let mut nodes: Vec<NodeProto> = Vec::new();
-        let init_names: HashSet<String> =
-            g.initializer.iter().map(|t| t.name().to_string()).collect();
+        let mut nodes: Vec<NodeProto> = Vec::with_capacity(old_nodes.len());
+        let init_names: HashSet<String> = out
+            .initializer
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect();
 
         // Graph inputs.
         for vi in out.input.iter_mut() {
@@ -920,7 +926,7 @@ impl Ctx<'_> {
                 },
             );
         }
-        let input_names: HashSet<String> = g.input.iter().map(|v| v.name().to_string()).collect();
+        let input_names: HashSet<String> = out.input.iter().map(|v| v.name().to_string()).collect();
 
         // Initializers.
         let mut extra_inits = Vec::new();
@@ -929,15 +935,15 @@ impl Ctx<'_> {
                 continue;
             }
             let name = t.name().to_string();
-            let prec = self.constant_storage(&name, &plan, g, main);
+            let prec = self.constant_storage(&name, &plan, main);
             let mut a = Avail {
                 native: name.clone(),
                 prec,
                 other: None,
             };
             if prec == Prec::F16 {
-                let orig = t.clone();
-                *t = self.tensor_to_fp16(&orig)?;
+                let converted = self.tensor_to_fp16(t)?;
+                let orig = std::mem::replace(t, converted);
                 self.report.initializers_converted += 1;
                 if plan.demand.get(&name).is_some_and(|d| d.1) && numel(&orig) <= COPY_LIMIT {
                     let mut copy = orig;
@@ -956,7 +962,7 @@ impl Ctx<'_> {
                 continue;
             }
             let name = s.values.name().to_string();
-            let prec = self.constant_storage(&name, &plan, g, main);
+            let prec = self.constant_storage(&name, &plan, main);
             if prec == Prec::F16 {
                 let v = self.tensor_to_fp16(&s.values)?;
                 s.values = MessageField::some(v);
@@ -972,10 +978,9 @@ impl Ctx<'_> {
             );
         }
 
-        let outputs: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
-        for (n, mode) in g.node.iter().zip(&plan.modes) {
-            let op = n.op_type().to_string();
-            let mut node = n.clone();
+        for (mut node, mode) in old_nodes.into_iter().zip(&plan.modes) {
+            let op = node.op_type().to_string();
+            let orig_io: Vec<String> = node.input.iter().chain(&node.output).cloned().collect();
             let is_float = |name: &str| {
                 plan.types
                     .get(name)
@@ -983,12 +988,12 @@ impl Ctx<'_> {
             };
             // Subgraphs first (they see the values available before this node).
             for a in node.attribute.iter_mut() {
-                if let Some(sub) = a.g.as_ref() {
+                if let Some(sub) = a.g.take() {
                     let conv = self.convert_graph(sub, &plan.types, &avail, false)?;
                     a.g = MessageField::some(conv);
                 }
                 for sub in a.graphs.iter_mut() {
-                    *sub = self.convert_graph(sub, &plan.types, &avail, false)?;
+                    *sub = self.convert_graph(std::mem::take(sub), &plan.types, &avail, false)?;
                 }
             }
             let node_prec = match mode {
@@ -1011,13 +1016,13 @@ impl Ctx<'_> {
                     continue;
                 }
                 Mode::Constant => {
-                    self.emit_constant(node, &plan, g, main, &mut avail, &mut nodes)?;
+                    self.emit_constant(node, &plan, main, &mut avail, &mut nodes)?;
                     continue;
                 }
                 Mode::F16 => Prec::F16,
                 Mode::F32 | Mode::Control => Prec::F32,
             };
-            let touches_float = n.input.iter().chain(&n.output).any(|s| is_float(s));
+            let touches_float = orig_io.iter().any(|s| is_float(s));
             if node_prec == Prec::F32 && touches_float {
                 self.report.nodes_kept_fp32 += 1;
                 *self.report.kept_fp32_by_op.entry(op.clone()).or_default() += 1;
@@ -1050,7 +1055,7 @@ impl Ctx<'_> {
                 } else {
                     node_prec
                 };
-                if main && outputs.contains(&name) && prec != io_prec {
+                if main && plan.outputs.contains(&name) && prec != io_prec {
                     let internal = self.fresh(&format!("{name}_{}", prec_tag(prec)));
                     node.output[k] = internal.clone();
                     after.push(self.cast_node(&internal, &name, io_prec));
@@ -1166,7 +1171,6 @@ impl Ctx<'_> {
         &mut self,
         node: NodeProto,
         plan: &Plan,
-        g: &GraphProto,
         main: bool,
         avail: &mut HashMap<String, Avail>,
         nodes: &mut Vec<NodeProto>,
@@ -1176,7 +1180,7 @@ impl Ctx<'_> {
             nodes.push(node);
             return Ok(());
         }
-        let prec = self.constant_storage(&name, plan, g, main);
+        let prec = self.constant_storage(&name, plan, main);
         let mut a = Avail {
             native: name.clone(),
             prec,

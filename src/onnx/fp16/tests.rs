@@ -889,3 +889,161 @@ fn encoder_layer() {
         ],
     );
 }
+
+#[test]
+fn resize_scales_stay_float() {
+    let mut r = Rng::new(14);
+    let m = Gb::new("g")
+        .input("x", F32, &[1, 2, 4, 4])
+        .init(tensor_f32("w", &[2, 2, 1, 1], &r.vec(4, 1.0)))
+        .init(tensor_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]))
+        .output("y", F32, &[1, 2, 8, 8])
+        .node("Conv", &["x", "w"], &["c"], vec![])
+        .node("Resize", &["c", "", "scales"], &["y"], vec![])
+        .onnx(17);
+    let (c, _) = convert(&m);
+    let rs = node(&c, "Resize_1");
+    assert_eq!(rs.input[2], "scales");
+    assert_eq!(init(g(&c), "scales").data_type(), F32);
+    assert!(
+        producer(g(&c), &rs.input[0]).is_some_and(|p| p.op_type() == "Conv"),
+        "X in FP16"
+    );
+    check(&m, &c, &[("x", x_in(&mut r, &[1, 2, 4, 4], 1.0))]);
+}
+
+/// Sweep over the models shipped with python's onnx backend tests (real CNNs, PyTorch-converted
+/// layers): every model that converts must pass the strict onnx checker and, where ONNX Runtime
+/// runs the original, run and match it (min row cosine ≥ 0.999 on FLOAT outputs). Slow and
+/// needs python onnx + onnxruntime: `cargo test --lib onnx_backend_corpus -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn onnx_backend_corpus() {
+    let Ok(o) = std::process::Command::new("python3")
+        .args(["-c", "import onnx,os;print(os.path.dirname(onnx.__file__))"])
+        .output()
+    else {
+        println!("SKIPPED: no python3");
+        return;
+    };
+    let root = std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+        .join("backend/test/data");
+    let mut models = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "onnx") {
+                models.push(p);
+            }
+        }
+    }
+    models.sort();
+    assert!(!models.is_empty(), "no models under {}", root.display());
+    let out = tempfile::tempdir().unwrap();
+    let mut pairs = String::new();
+    let mut conv_errors = Vec::new();
+    for (i, p) in models.iter().enumerate() {
+        let m = match OnnxModel::load(p) {
+            Ok(m) => m,
+            Err(e) => {
+                conv_errors.push(format!("{}: load: {e}", p.display()));
+                continue;
+            }
+        };
+        match convert_to_fp16(&m, &Fp16Options::default()) {
+            Ok((c, _)) => {
+                let cp = out.path().join(format!("{i}.onnx"));
+                std::fs::write(&cp, c.to_bytes().unwrap()).unwrap();
+                pairs.push_str(&format!("{}\t{}\n", p.display(), cp.display()));
+            }
+            Err(e) => conv_errors.push(format!("{}: {e}", p.display())),
+        }
+    }
+    let list = out.path().join("pairs.tsv");
+    std::fs::write(&list, pairs).unwrap();
+    let script = r#"
+import sys, glob, os, numpy as np, onnx, onnxruntime as ort
+from onnx import numpy_helper
+ok = skipped = 0; bad = []
+for line in open(sys.argv[1]):
+    orig, conv = line.rstrip("\n").split("\t")
+    name = os.path.relpath(orig, sys.argv[2])
+    try:
+        onnx.checker.check_model(onnx.load(conv), full_check=True)
+    except Exception as e:
+        bad.append(f"{name}: checker: {str(e)[:300]}"); continue
+    so = ort.SessionOptions(); so.log_severity_level = 3
+    try:
+        s0 = ort.InferenceSession(orig, so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        skipped += 1; print("SKIP", name, str(e)[:150].replace("\n", " ")); continue
+    try:
+        s1 = ort.InferenceSession(conv, so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        bad.append(f"{name}: ORT load: {str(e)[:300]}"); continue
+    d = os.path.dirname(orig)
+    files = sorted(glob.glob(os.path.join(d, "test_data_set_0", "input_*.pb")))
+    feeds = {}
+    rng = np.random.default_rng(0)
+    if files and len(files) == len(s0.get_inputs()):
+        for i, f in zip(s0.get_inputs(), files):
+            t = onnx.TensorProto(); t.ParseFromString(open(f, "rb").read())
+            feeds[i.name] = numpy_helper.to_array(t)
+    else:
+        for i in s0.get_inputs():
+            shape = [d if isinstance(d, int) and d > 0 else 2 for d in i.shape]
+            if i.type == "tensor(float)": feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
+            elif i.type == "tensor(int64)": feeds[i.name] = np.zeros(shape, np.int64)
+            elif i.type == "tensor(bool)": feeds[i.name] = np.ones(shape, bool)
+            else: feeds = None; break
+    if feeds is None: skipped += 1; print("SKIP", name, "input types"); continue
+    try:
+        a = s0.run(None, feeds)
+    except Exception as e:
+        skipped += 1; print("SKIP", name, str(e)[:150].replace("\n", " ")); continue
+    try:
+        b = s1.run(None, feeds)
+    except Exception as e:
+        bad.append(f"{name}: ORT run: {str(e)[:300]}"); continue
+    worst = 1.0
+    for x, y in zip(a, b):
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32: continue
+        if x.shape != y.shape or y.dtype != np.float32:
+            worst = -2; break
+        fin = np.isfinite(x)
+        if not np.array_equal(fin, np.isfinite(y)):
+            worst = -3; break
+        x = np.where(fin, x, 0); y = np.where(fin, y, 0)
+        r = x.reshape(-1, x.shape[-1] if x.ndim and x.shape[-1] else 1).astype(np.float64)
+        q = y.reshape(r.shape).astype(np.float64)
+        na = np.linalg.norm(r, axis=1); nb = np.linalg.norm(q, axis=1)
+        cos = np.where((na == 0) & (nb == 0), 1.0, (r * q).sum(1) / np.maximum(na * nb, 1e-300))
+        worst = min(worst, float(np.nan_to_num(cos.min(), nan=-1)))
+    if worst < 0.999: bad.append(f"{name}: min row cosine {worst}")
+    else: ok += 1
+print(f"corpus: {ok} match, {skipped} skipped (original not runnable on ORT CPU), {len(bad)} bad")
+for b in bad: print("BAD", b)
+"#;
+    let o = std::process::Command::new("python3")
+        .args(["-c", script, list.to_str().unwrap(), root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    println!(
+        "{} models, {} not converted",
+        models.len(),
+        conv_errors.len()
+    );
+    for e in &conv_errors {
+        println!("NOT CONVERTED {e}");
+    }
+    println!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success());
+    assert!(
+        stdout.contains(" 0 bad"),
+        "some converted models are invalid or inaccurate"
+    );
+}
