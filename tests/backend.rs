@@ -38,7 +38,10 @@ fn load_infer_unload_reload() {
     check_response("after reload", &resp, case, cases.atol, cases.rtol);
 
     server.unload_model("tiny_clip").unwrap();
-    assert!(server.infer("tiny_clip", request("c", case)).is_err(), "unloaded model still answers");
+    assert!(
+        server.infer("tiny_clip", request("c", case)).is_err(),
+        "unloaded model still answers"
+    );
     server.load_model("tiny_clip").expect("load after unload");
     let resp = server.infer("tiny_clip", request("d", case)).unwrap();
     check_response("after unload + load", &resp, case, cases.atol, cases.rtol);
@@ -48,7 +51,11 @@ fn load_infer_unload_reload() {
 #[test]
 fn auto_complete_fills_io_batching_and_batcher() {
     let repo = Repo::new();
-    repo.add("m", &tiny_clip_dir(), Some("backend: \"rusttrt\"\ninstance_group [ { kind: KIND_CPU } ]\n"));
+    repo.add(
+        "m",
+        &tiny_clip_dir(),
+        Some("backend: \"rusttrt\"\ninstance_group [ { kind: KIND_CPU } ]\n"),
+    );
     let server = server(&repo);
     server.load_model("m").expect("load with auto-complete");
     let cfg = server.model_config("m").unwrap();
@@ -58,17 +65,29 @@ fn auto_complete_fills_io_batching_and_batcher() {
     assert_eq!(cfg["input"][0]["dims"], json!([3, 32, 32]));
     assert_eq!(cfg["output"][0]["name"], "embedding");
     assert_eq!(cfg["output"][0]["dims"], json!([32]));
-    assert!(cfg["dynamic_batching"].is_object(), "dynamic_batching added: {cfg}");
+    assert!(
+        cfg["dynamic_batching"].is_object(),
+        "dynamic_batching added: {cfg}"
+    );
     assert!(log_matching(&server, "auto-completed").len() == 1);
 
     // No config.pbtxt at all.
     repo.add("bare", &tiny_clip_dir(), None);
     let server2 = server_with(&repo, &[], |_| {});
-    server2.load_model("bare").expect("load without config.pbtxt");
-    assert_eq!(server2.model_config("bare").unwrap()["input"][0]["name"], "input");
+    server2
+        .load_model("bare")
+        .expect("load without config.pbtxt");
+    assert_eq!(
+        server2.model_config("bare").unwrap()["input"][0]["name"],
+        "input"
+    );
 
     // Non-batching model: full dims, max_batch_size stays 0, no batcher.
-    repo.add("nb", &test_model("no_batch"), Some("backend: \"rusttrt\"\ninstance_group [ { kind: KIND_CPU } ]\n"));
+    repo.add(
+        "nb",
+        &test_model("no_batch"),
+        Some("backend: \"rusttrt\"\ninstance_group [ { kind: KIND_CPU } ]\n"),
+    );
     server2.load_model("nb").expect("no_batch");
     let cfg = server2.model_config("nb").unwrap();
     assert_eq!(cfg["max_batch_size"], json!(0));
@@ -81,7 +100,11 @@ fn auto_complete_fills_io_batching_and_batcher() {
 #[test]
 fn disabled_auto_complete_needs_a_full_config() {
     let repo = Repo::new();
-    repo.add("m", &tiny_clip_dir(), Some("backend: \"rusttrt\"\nmax_batch_size: 4\ninstance_group [ { kind: KIND_CPU } ]\n"));
+    repo.add(
+        "m",
+        &tiny_clip_dir(),
+        Some("backend: \"rusttrt\"\nmax_batch_size: 4\ninstance_group [ { kind: KIND_CPU } ]\n"),
+    );
     let server = server_with(&repo, &[], |o| o.auto_complete_config = false);
     let e = server.load_model("m").unwrap_err().to_string();
     assert!(e.contains("no inputs"), "{e}");
@@ -92,7 +115,10 @@ fn disabled_auto_complete_needs_a_full_config() {
 fn config_mismatches_fail_the_load_naming_the_tensor() {
     let repo = Repo::new();
     let cfg = tiny_clip_config().replace("name: \"tiny_clip\"\n", "");
-    let wrong_type = cfg.replace("data_type: TYPE_FP32\n    dims: [ 3, 32, 32 ]", "data_type: TYPE_FP16\n    dims: [ 3, 32, 32 ]");
+    let wrong_type = cfg.replace(
+        "data_type: TYPE_FP32\n    dims: [ 3, 32, 32 ]",
+        "data_type: TYPE_FP16\n    dims: [ 3, 32, 32 ]",
+    );
     repo.add("t", &tiny_clip_dir(), Some(&wrong_type));
     let wrong_dims = cfg.replace("dims: [ 3, 32, 32 ]", "dims: [ 3, 64, 64 ]");
     repo.add("d", &tiny_clip_dir(), Some(&wrong_dims));
@@ -100,9 +126,15 @@ fn config_mismatches_fail_the_load_naming_the_tensor() {
     repo.add("n", &tiny_clip_dir(), Some(&wrong_name));
     let server = server(&repo);
     let e = server.load_model("t").unwrap_err().to_string();
-    assert!(e.contains("input 'input'") && e.contains("TYPE_FP16") && e.contains("TYPE_FP32"), "{e}");
+    assert!(
+        e.contains("input 'input'") && e.contains("TYPE_FP16") && e.contains("TYPE_FP32"),
+        "{e}"
+    );
     let e = server.load_model("d").unwrap_err().to_string();
-    assert!(e.contains("input 'input'") && e.contains("[3,64,64]") && e.contains("[-1,3,32,32]"), "{e}");
+    assert!(
+        e.contains("input 'input'") && e.contains("[3,64,64]") && e.contains("[-1,3,32,32]"),
+        "{e}"
+    );
     let e = server.load_model("n").unwrap_err().to_string();
     assert!(e.contains("'features'") && e.contains("embedding"), "{e}");
     assert_clean(&server);
@@ -112,9 +144,15 @@ fn config_mismatches_fail_the_load_naming_the_tensor() {
 fn requests_of_different_batch_sizes_are_batched_and_scattered_correctly() {
     let repo = Repo::new();
     let cfg = tiny_clip_config()
-        .replace("max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 50000")
+        .replace(
+            "max_queue_delay_microseconds: 2000",
+            "max_queue_delay_microseconds: 50000",
+        )
         .replace("count: 2", "count: 1")
-        .replace("preferred_batch_size: [ 4, 8 ]", "preferred_batch_size: [ 12 ]");
+        .replace(
+            "preferred_batch_size: [ 4, 8 ]",
+            "preferred_batch_size: [ 12 ]",
+        );
     repo.add("tiny_clip", &tiny_clip_dir(), Some(&cfg));
     let server = server(&repo);
     server.load_model("tiny_clip").unwrap();
@@ -132,7 +170,11 @@ fn requests_of_different_batch_sizes_are_batched_and_scattered_correctly() {
     let stats = server.model_stats("tiny_clip").unwrap();
     let s = &stats["model_stats"][0];
     assert_eq!(s["inference_count"], json!(12));
-    assert_eq!(s["execution_count"], json!(1), "the three requests ran as one batch: {s}");
+    assert_eq!(
+        s["execution_count"],
+        json!(1),
+        "the three requests ran as one batch: {s}"
+    );
     assert_eq!(s["inference_stats"]["success"]["count"], json!(3));
     assert_eq!(s["batch_stats"][0]["batch_size"], json!(12));
     assert_clean(&server);
@@ -151,10 +193,22 @@ fn inputs_split_into_many_chunks_and_pinned_memory_are_gathered() {
         (4096, MemoryType::CpuPinned, MemoryType::CpuPinned),
         (333, MemoryType::CpuPinned, MemoryType::Cpu),
     ] {
-        let mut req = InferRequest::new("chunked", c.inputs.iter().map(|t| t.input().split(chunk, mem)).collect());
+        let mut req = InferRequest::new(
+            "chunked",
+            c.inputs
+                .iter()
+                .map(|t| t.input().split(chunk, mem))
+                .collect(),
+        );
         req.output_memory = out_mem;
         let resp = server.infer("tiny_clip", req).unwrap();
-        check_response(&format!("chunks of {chunk} in {mem:?}"), &resp, c, cases.atol, cases.rtol);
+        check_response(
+            &format!("chunks of {chunk} in {mem:?}"),
+            &resp,
+            c,
+            cases.atol,
+            cases.rtol,
+        );
         assert_eq!(resp.outputs[0].memory, out_mem);
     }
     assert_clean(&server);
@@ -162,7 +216,10 @@ fn inputs_split_into_many_chunks_and_pinned_memory_are_gathered() {
 
 fn bad(server: &rusttrt_host::Server, req: InferRequest, needles: &[&str]) {
     let resp = server.submit_unchecked("m", req).unwrap().wait().unwrap();
-    let (code, msg) = resp.error.clone().unwrap_or_else(|| panic!("expected an error for {needles:?}"));
+    let (code, msg) = resp
+        .error
+        .clone()
+        .unwrap_or_else(|| panic!("expected an error for {needles:?}"));
     assert_eq!(code, TRITONSERVER_ERROR_INVALID_ARG, "{msg}");
     for n in needles {
         assert!(msg.contains(n), "'{msg}' should mention '{n}'");
@@ -179,37 +236,99 @@ fn malformed_requests_get_their_own_invalid_arg_and_the_batch_is_served() {
     server.load_model("m").unwrap();
     let cases = cases(&test_model("multi_io").join("cases.json"));
     let good = &cases.cases[0];
-    let a = |shape: &[i64]| InputTensor::f32("A", shape, &vec![1.0; shape.iter().product::<i64>() as usize]);
-    let b = |shape: &[i64]| InputTensor::new("B", TRITONSERVER_TYPE_INT64, shape, vec![0; 8 * shape.iter().product::<i64>() as usize]);
+    let a = |shape: &[i64]| {
+        InputTensor::f32(
+            "A",
+            shape,
+            &vec![1.0; shape.iter().product::<i64>() as usize],
+        )
+    };
+    let b = |shape: &[i64]| {
+        InputTensor::new(
+            "B",
+            TRITONSERVER_TYPE_INT64,
+            shape,
+            vec![0; 8 * shape.iter().product::<i64>() as usize],
+        )
+    };
 
     // Each bad request is sent together with a good one, so they can share an Execute call.
     let with_good = |bad_req: InferRequest, needles: &[&str]| {
         let g = server.submit("m", request("good", good)).unwrap();
         bad(&server, bad_req, needles);
-        check_response("good request next to a bad one", &g.wait().unwrap(), good, cases.atol, cases.rtol);
+        check_response(
+            "good request next to a bad one",
+            &g.wait().unwrap(),
+            good,
+            cases.atol,
+            cases.rtol,
+        );
     };
-    with_good(InferRequest::new("dtype", vec![InputTensor::new("A", TRITONSERVER_TYPE_FP64, &[1, 4], vec![0; 32]), b(&[1, 2])]), &["'A'", "FP64", "FP32"]);
-    with_good(InferRequest::new("shape", vec![a(&[1, 5]), b(&[1, 2])]), &["'A'", "[1,5]"]);
+    with_good(
+        InferRequest::new(
+            "dtype",
+            vec![
+                InputTensor::new("A", TRITONSERVER_TYPE_FP64, &[1, 4], vec![0; 32]),
+                b(&[1, 2]),
+            ],
+        ),
+        &["'A'", "FP64", "FP32"],
+    );
+    with_good(
+        InferRequest::new("shape", vec![a(&[1, 5]), b(&[1, 2])]),
+        &["'A'", "[1,5]"],
+    );
     let mut short = a(&[1, 4]);
-    short.chunks = vec![Chunk { bytes: vec![0; 12], memory: MemoryType::Cpu }];
-    with_good(InferRequest::new("bytes", vec![short, b(&[1, 2])]), &["'A'", "12", "16"]);
-    with_good(InferRequest::new("missing", vec![a(&[1, 4])]), &["'B'", "missing"]);
-    with_good(InferRequest::new("unknown", vec![a(&[1, 4]), b(&[1, 2]), InputTensor::f32("C", &[1, 1], &[0.0])]), &["'C'"]);
-    with_good(InferRequest::new("too big", vec![a(&[9, 4]), b(&[9, 2])]), &["batch size 9", "max_batch_size 8"]);
-    with_good(InferRequest::new("batch mismatch", vec![a(&[2, 4]), b(&[1, 2])]), &["'B'", "batch size 1"]);
+    short.chunks = vec![Chunk {
+        bytes: vec![0; 12],
+        memory: MemoryType::Cpu,
+    }];
+    with_good(
+        InferRequest::new("bytes", vec![short, b(&[1, 2])]),
+        &["'A'", "12", "16"],
+    );
+    with_good(
+        InferRequest::new("missing", vec![a(&[1, 4])]),
+        &["'B'", "missing"],
+    );
+    with_good(
+        InferRequest::new(
+            "unknown",
+            vec![
+                a(&[1, 4]),
+                b(&[1, 2]),
+                InputTensor::f32("C", &[1, 1], &[0.0]),
+            ],
+        ),
+        &["'C'"],
+    );
+    with_good(
+        InferRequest::new("too big", vec![a(&[9, 4]), b(&[9, 2])]),
+        &["batch size 9", "max_batch_size 8"],
+    );
+    with_good(
+        InferRequest::new("batch mismatch", vec![a(&[2, 4]), b(&[1, 2])]),
+        &["'B'", "batch size 1"],
+    );
     let mut unknown_out = request("unknown output", good);
     unknown_out.outputs = Some(vec!["NOPE".into()]);
     with_good(unknown_out, &["'NOPE'"]);
 
     // Through the normal (normalizing) path the host rejects them as Triton would.
-    assert!(server.infer("m", InferRequest::new("x", vec![a(&[1, 5]), b(&[1, 2])])).is_err());
+    assert!(server
+        .infer("m", InferRequest::new("x", vec![a(&[1, 5]), b(&[1, 2])]))
+        .is_err());
     assert_clean(&server);
 }
 
 #[test]
 fn only_requested_outputs_are_returned() {
     let repo = Repo::new();
-    repo.add("m", &test_model("multi_io"), Some(&format!("backend: \"rusttrt\"\n{BATCH_CONFIG}")));
+    repo.add(
+        "m",
+        &test_model("multi_io"),
+        Some(&format!("backend: \"rusttrt\"\n{BATCH_CONFIG}")),
+    );
     let server = server(&repo);
     server.load_model("m").unwrap();
     let cases = cases(&test_model("multi_io").join("cases.json"));
@@ -228,15 +347,33 @@ fn only_requested_outputs_are_returned() {
 #[test]
 fn bad_models_fail_the_load_clearly() {
     let repo = Repo::new();
-    repo.add("corrupt", &test_model("corrupt"), Some("backend: \"rusttrt\"\nmax_batch_size: 0\ninstance_group [ { kind: KIND_CPU } ]\n"));
+    repo.add(
+        "corrupt",
+        &test_model("corrupt"),
+        Some("backend: \"rusttrt\"\nmax_batch_size: 0\ninstance_group [ { kind: KIND_CPU } ]\n"),
+    );
     std::fs::create_dir_all(repo.path().join("missing/1")).unwrap();
-    std::fs::write(repo.path().join("missing/config.pbtxt"), "backend: \"rusttrt\"\n").unwrap();
-    repo.add("strings", &test_model("string_input"), Some("backend: \"rusttrt\"\ninstance_group [ { kind: KIND_CPU } ]\n"));
+    std::fs::write(
+        repo.path().join("missing/config.pbtxt"),
+        "backend: \"rusttrt\"\n",
+    )
+    .unwrap();
+    repo.add(
+        "strings",
+        &test_model("string_input"),
+        Some("backend: \"rusttrt\"\ninstance_group [ { kind: KIND_CPU } ]\n"),
+    );
     let server = server(&repo);
     let e = server.load_model("corrupt").unwrap_err().to_string();
-    assert!(e.contains("corrupt") && e.contains("model.onnx") && e.contains("not an ONNX model"), "{e}");
+    assert!(
+        e.contains("corrupt") && e.contains("model.onnx") && e.contains("not an ONNX model"),
+        "{e}"
+    );
     let e = server.load_model("missing").unwrap_err().to_string();
-    assert!(e.contains("model file not found") && e.contains("missing/1/model.onnx"), "{e}");
+    assert!(
+        e.contains("model file not found") && e.contains("missing/1/model.onnx"),
+        "{e}"
+    );
     let e = server.load_model("strings").unwrap_err().to_string();
     assert!(e.to_lowercase().contains("string"), "{e}");
     assert_clean(&server);
@@ -245,7 +382,11 @@ fn bad_models_fail_the_load_clearly() {
 #[test]
 fn default_model_filename_and_external_data() {
     let repo = Repo::new();
-    let dir = repo.add("ext", &test_model("external_data"), Some(&format!("backend: \"rusttrt\"\n{BATCH_CONFIG}")));
+    let dir = repo.add(
+        "ext",
+        &test_model("external_data"),
+        Some(&format!("backend: \"rusttrt\"\n{BATCH_CONFIG}")),
+    );
     let server = server(&repo);
     server.load_model("ext").expect("external data model");
     let cases = cases(&test_model("external_data").join("cases.json"));
@@ -255,11 +396,25 @@ fn default_model_filename_and_external_data() {
     }
     // The same model under another file name.
     std::fs::rename(dir.join("1/model.onnx"), dir.join("1/encoder.onnx")).unwrap();
-    assert!(server.load_model("ext").unwrap_err().to_string().contains("model file not found"));
-    std::fs::write(dir.join("config.pbtxt"), format!("backend: \"rusttrt\"\ndefault_model_filename: \"encoder.onnx\"\n{BATCH_CONFIG}")).unwrap();
+    assert!(server
+        .load_model("ext")
+        .unwrap_err()
+        .to_string()
+        .contains("model file not found"));
+    std::fs::write(
+        dir.join("config.pbtxt"),
+        format!("backend: \"rusttrt\"\ndefault_model_filename: \"encoder.onnx\"\n{BATCH_CONFIG}"),
+    )
+    .unwrap();
     server.load_model("ext").expect("default_model_filename");
     let c = &cases.cases[0];
-    check_response("renamed", &server.infer("ext", request("r", c)).unwrap(), c, cases.atol, cases.rtol);
+    check_response(
+        "renamed",
+        &server.infer("ext", request("r", c)).unwrap(),
+        c,
+        cases.atol,
+        cases.rtol,
+    );
     assert_clean(&server);
 }
 
@@ -282,18 +437,40 @@ fn every_data_type_round_trips() {
         ("fp64", TRITONSERVER_TYPE_FP64),
     ];
     for (t, _) in &types {
-        repo.add(&format!("dtype_{t}"), &test_model(&format!("dtype_{t}")), Some(&format!("backend: \"rusttrt\"\n{BATCH_CONFIG}")));
+        repo.add(
+            &format!("dtype_{t}"),
+            &test_model(&format!("dtype_{t}")),
+            Some(&format!("backend: \"rusttrt\"\n{BATCH_CONFIG}")),
+        );
     }
     let server = server(&repo);
     for (t, dt) in types {
         let name = format!("dtype_{t}");
-        server.load_model(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        server
+            .load_model(&name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let cfg = server.model_config(&name).unwrap();
-        assert_eq!(cfg["input"][0]["data_type"], json!(format!("TYPE_{}", datatype_name(dt))));
+        assert_eq!(
+            cfg["input"][0]["data_type"],
+            json!(format!("TYPE_{}", datatype_name(dt)))
+        );
         let size = datatype_byte_size(dt) as usize;
         // 3 x 4 elements of distinct bit patterns (valid booleans for BOOL).
-        let bytes: Vec<u8> = (0..12 * size).map(|i| if dt == TRITONSERVER_TYPE_BOOL { (i % 2) as u8 } else { (i * 37 % 251) as u8 }).collect();
-        let resp = server.infer(&name, InferRequest::new(t, vec![InputTensor::new("IN", dt, &[3, 4], bytes.clone())])).unwrap();
+        let bytes: Vec<u8> = (0..12 * size)
+            .map(|i| {
+                if dt == TRITONSERVER_TYPE_BOOL {
+                    (i % 2) as u8
+                } else {
+                    (i * 37 % 251) as u8
+                }
+            })
+            .collect();
+        let resp = server
+            .infer(
+                &name,
+                InferRequest::new(t, vec![InputTensor::new("IN", dt, &[3, 4], bytes.clone())]),
+            )
+            .unwrap();
         assert!(resp.error.is_none(), "{name}: {:?}", resp.error);
         let out = resp.output("OUT").unwrap();
         assert_eq!(out.datatype, dt, "{name}");
@@ -317,8 +494,16 @@ fn several_instances_under_concurrency() {
             std::thread::spawn(move || {
                 for i in 0..20 {
                     let c = &cases.cases[(t + i) % cases.cases.len()];
-                    let resp = server.infer("tiny_clip", request(&format!("{t}-{i}"), c)).unwrap();
-                    check_response(&format!("thread {t} request {i}"), &resp, c, cases.atol, cases.rtol);
+                    let resp = server
+                        .infer("tiny_clip", request(&format!("{t}-{i}"), c))
+                        .unwrap();
+                    check_response(
+                        &format!("thread {t} request {i}"),
+                        &resp,
+                        c,
+                        cases.atol,
+                        cases.rtol,
+                    );
                 }
             })
         })
@@ -339,7 +524,11 @@ fn gpu_instance_without_cuda_fails_its_load_clearly() {
         return;
     }
     let repo = Repo::new();
-    repo.add("g", &tiny_clip_dir(), Some(&tiny_clip_config().replace("KIND_CPU", "KIND_GPU")));
+    repo.add(
+        "g",
+        &tiny_clip_dir(),
+        Some(&tiny_clip_config().replace("KIND_CPU", "KIND_GPU")),
+    );
     let server = server_with(&repo, &[], |o| o.gpu_count = 1);
     let e = match server.load_model("g") {
         Ok(()) => panic!("a KIND_GPU instance loaded without CUDA"),

@@ -468,7 +468,10 @@ fn violations_are_caught() {
         ("no_release", "was not released"),
         ("two_responses", "exactly one"),
         ("double_release", "used after it was released"),
-        ("stats_after_release", "ReportStatistics: TRITONBACKEND_Request handle used after it was released"),
+        (
+            "stats_after_release",
+            "ReportStatistics: TRITONBACKEND_Request handle used after it was released",
+        ),
         ("error_after_release", "must not be touched"),
         (
             "set_config_in_execute",

@@ -54,6 +54,13 @@ pub fn runtime(candidates: &[PathBuf]) -> Result<&'static OrtRuntime> {
     r.as_ref().map_err(Clone::clone)
 }
 
+impl OrtRuntime {
+    /// The process's ONNX Runtime environment.
+    pub fn environment(&self) -> &ort::environment::Environment {
+        &self.env
+    }
+}
+
 fn load_runtime(path: &Path) -> Result<OrtRuntime> {
     let version = library_version(path)?;
     let builder = ort::init_from(path).map_err(|e| Error::unavailable(e.to_string()))?;

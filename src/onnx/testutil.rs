@@ -204,20 +204,14 @@ fn ort_library() -> Option<PathBuf> {
     libs.pop()
 }
 
-static ORT_ENV: std::sync::OnceLock<std::result::Result<ort::environment::Environment, String>> =
-    std::sync::OnceLock::new();
-
-/// The process's ONNX Runtime environment (ort allows one per process), or why there is none.
-fn ort_env() -> &'static std::result::Result<ort::environment::Environment, String> {
-    ORT_ENV.get_or_init(|| {
-        let lib = ort_library()
-            .ok_or_else(|| "no ORT_DYLIB_PATH and no python onnxruntime".to_string())?;
-        let builder = ort::init_from(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
-        builder
-            .with_name("rusttrt-onnx-tests")
-            .build()
-            .map_err(|e| format!("environment: {e}"))
-    })
+/// The process's ONNX Runtime environment, shared with the engine layer (ort allows one per
+/// process), or why there is none.
+fn ort_env() -> std::result::Result<&'static ort::environment::Environment, String> {
+    let lib =
+        ort_library().ok_or_else(|| "no ORT_DYLIB_PATH and no python onnxruntime".to_string())?;
+    crate::engine::ort::runtime(&[lib])
+        .map(|rt| rt.environment())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether ONNX Runtime can be used; prints why not.
@@ -238,7 +232,7 @@ pub fn run_ort(model: &OnnxModel, inputs: &[(&str, In)]) -> Vec<(String, Vec<i64
     use ort::session::Session;
     use ort::value::{DynValue, Tensor};
     let bytes = model.to_bytes().unwrap();
-    let env = ort_env().as_ref().expect("check ort_available() first");
+    let env = ort_env().expect("check ort_available() first");
     let mut session = Session::builder(env)
         .unwrap()
         .with_optimization_level(GraphOptimizationLevel::Disable)

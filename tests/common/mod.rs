@@ -45,7 +45,9 @@ pub struct Repo {
 
 impl Repo {
     pub fn new() -> Repo {
-        Repo { dir: tempfile::tempdir().expect("tempdir") }
+        Repo {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -92,11 +94,21 @@ pub fn tiny_clip_config() -> String {
 }
 
 /// A server over `repo` with ONNX Runtime configured and extra backend config.
-pub fn server_with(repo: &Repo, config: &[(&str, &str)], f: impl FnOnce(&mut ServerOptions)) -> Server {
+pub fn server_with(
+    repo: &Repo,
+    config: &[(&str, &str)],
+    f: impl FnOnce(&mut ServerOptions),
+) -> Server {
     let mut opts = ServerOptions::new(backend_lib(), repo.path());
-    opts.backend_config.push(("onnxruntime-library".into(), ort_library().display().to_string()));
+    opts.backend_config.push((
+        "onnxruntime-library".into(),
+        ort_library().display().to_string(),
+    ));
     // Keep the engine cache of each test inside its repository unless the test says otherwise.
-    opts.backend_config.push(("cache-dir".into(), repo.path().join("cache").display().to_string()));
+    opts.backend_config.push((
+        "cache-dir".into(),
+        repo.path().join("cache").display().to_string(),
+    ));
     for (k, v) in config {
         opts.backend_config.push((k.to_string(), v.to_string()));
     }
@@ -126,10 +138,18 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn f32s(&self) -> Vec<f32> {
-        self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        self.bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     }
     pub fn input(&self) -> InputTensor {
-        InputTensor::new(&self.name, triton_abi::datatype_from_name(&self.datatype), &self.shape, self.bytes.clone())
+        InputTensor::new(
+            &self.name,
+            triton_abi::datatype_from_name(&self.datatype),
+            &self.shape,
+            self.bytes.clone(),
+        )
     }
 }
 
@@ -150,8 +170,15 @@ fn tensor(v: &Value) -> Tensor {
     Tensor {
         name: v["name"].as_str().unwrap().into(),
         datatype: v["datatype"].as_str().unwrap().into(),
-        shape: v["shape"].as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect(),
-        bytes: base64::engine::general_purpose::STANDARD.decode(v["data_b64"].as_str().unwrap()).unwrap(),
+        shape: v["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_i64().unwrap())
+            .collect(),
+        bytes: base64::engine::general_purpose::STANDARD
+            .decode(v["data_b64"].as_str().unwrap())
+            .unwrap(),
     }
 }
 
@@ -160,7 +187,11 @@ pub fn cases(path: &Path) -> Cases {
     let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_eq!(v["format"], "rusttrt-expected-v1");
     let fp16 = v.get("tolerance_fp16").map(|t| {
-        (t["atol"].as_f64().unwrap(), t["rtol"].as_f64().unwrap(), t["min_cosine"].as_f64().unwrap_or(0.999))
+        (
+            t["atol"].as_f64().unwrap(),
+            t["rtol"].as_f64().unwrap(),
+            t["min_cosine"].as_f64().unwrap_or(0.999),
+        )
     });
     Cases {
         atol: v["tolerance"]["atol"].as_f64().unwrap(),
@@ -173,7 +204,12 @@ pub fn cases(path: &Path) -> Cases {
             .map(|c| Case {
                 name: c["name"].as_str().unwrap().into(),
                 inputs: c["inputs"].as_array().unwrap().iter().map(tensor).collect(),
-                outputs: c["outputs"].as_array().unwrap().iter().map(tensor).collect(),
+                outputs: c["outputs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(tensor)
+                    .collect(),
             })
             .collect(),
     }
@@ -185,29 +221,58 @@ pub fn request(id: &str, case: &Case) -> InferRequest {
 
 /// Element-wise |got - want| <= atol + rtol * |want| on FP32 data.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, expected {}",
+        got.len(),
+        want.len()
+    );
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let tol = atol + rtol * (w as f64).abs();
-        assert!(((g - w) as f64).abs() <= tol, "{what}[{i}]: got {g}, expected {w} (tolerance {tol})");
+        assert!(
+            ((g - w) as f64).abs() <= tol,
+            "{what}[{i}]: got {g}, expected {w} (tolerance {tol})"
+        );
     }
 }
 
 /// Checks a response against a case: same outputs, shapes, types, values within tolerance
 /// (bit-exact for non-float types).
 pub fn check_response(what: &str, resp: &InferResponse, case: &Case, atol: f64, rtol: f64) {
-    assert!(resp.error.is_none(), "{what}: error response {:?}", resp.error);
+    assert!(
+        resp.error.is_none(),
+        "{what}: error response {:?}",
+        resp.error
+    );
     for want in &case.outputs {
-        let got = resp.output(&want.name).unwrap_or_else(|| panic!("{what}: no output '{}'", want.name));
+        let got = resp
+            .output(&want.name)
+            .unwrap_or_else(|| panic!("{what}: no output '{}'", want.name));
         // A batched output with no dims besides the batch is served as `dims: [1]` (with an
         // empty `reshape`), as Triton's auto-complete writes it: the client sees [N, 1].
         let mut want_shape = want.shape.clone();
-        if got.shape.len() == want.shape.len() + 1 && got.shape.last() == Some(&1) && want.shape.len() == 1 {
+        if got.shape.len() == want.shape.len() + 1
+            && got.shape.last() == Some(&1)
+            && want.shape.len() == 1
+        {
             want_shape.push(1);
         }
         assert_eq!(got.shape, want_shape, "{what}: shape of '{}'", want.name);
-        assert_eq!(triton_abi::datatype_name(got.datatype), want.datatype, "{what}: type of '{}'", want.name);
+        assert_eq!(
+            triton_abi::datatype_name(got.datatype),
+            want.datatype,
+            "{what}: type of '{}'",
+            want.name
+        );
         if want.datatype == "FP32" {
-            assert_close(&format!("{what} '{}'", want.name), &got.as_f32(), &want.f32s(), atol, rtol);
+            assert_close(
+                &format!("{what} '{}'", want.name),
+                &got.as_f32(),
+                &want.f32s(),
+                atol,
+                rtol,
+            );
         } else {
             assert_eq!(got.bytes, want.bytes, "{what}: bytes of '{}'", want.name);
         }
@@ -229,5 +294,10 @@ pub fn min_row_cosine(a: &[f32], b: &[f32], row: usize) -> f64 {
 
 /// Log lines of the server containing `needle`.
 pub fn log_matching(server: &Server, needle: &str) -> Vec<String> {
-    server.log_lines().into_iter().map(|l| l.msg).filter(|m| m.contains(needle)).collect()
+    server
+        .log_lines()
+        .into_iter()
+        .map(|l| l.msg)
+        .filter(|m| m.contains(needle))
+        .collect()
 }
