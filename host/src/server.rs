@@ -831,6 +831,11 @@ impl Server {
         lock(&self.shared.logs).clone()
     }
 
+    /// Forgets the captured log lines.
+    pub fn clear_log(&self) {
+        lock(&self.shared.logs).clear();
+    }
+
     /// Preferred instance groups the backend reported (None before the backend is loaded).
     pub fn preferred_instance_groups(&self) -> Option<Vec<PreferredGroup>> {
         lock(&self.backend)

@@ -1,5 +1,8 @@
 //! The `rusttrt` command: argument definitions and subcommand implementations.
 
+pub mod build;
+pub mod cache;
+pub mod inspect;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -18,21 +21,21 @@ pub struct Cli {
 pub enum Command {
     /// Load a model through the host and run inference requests against it.
     Run(run::RunArgs),
-    /// Inspect a model (not implemented yet).
-    Inspect,
-    /// Build an engine (not implemented yet).
-    Build,
-    /// Manage the engine cache (not implemented yet).
-    Cache,
+    /// Print an ONNX model's I/O signature and the config auto-complete would produce.
+    Inspect(inspect::InspectArgs),
+    /// Fill the engine cache as the backend would at load (pre-build before Triton starts).
+    Build(build::BuildArgs),
+    /// List, verify or prune an engine cache.
+    Cache(cache::CacheArgs),
 }
 
 /// Entry point of the binary; returns the process exit code.
 pub fn main_with_args(cli: Cli) -> i32 {
     let r = match cli.command {
         Command::Run(a) => run::run(&a),
-        Command::Inspect | Command::Build | Command::Cache => {
-            Err(crate::Error::unsupported("not implemented yet"))
-        }
+        Command::Inspect(a) => inspect::inspect(&a),
+        Command::Build(a) => build::build(&a),
+        Command::Cache(a) => cache::cache(&a),
     };
     match r {
         Ok(()) => 0,

@@ -64,7 +64,7 @@ pub struct RunArgs {
     pub json: bool,
 }
 
-fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
+pub fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
     let s = s.strip_prefix("rusttrt,").unwrap_or(s);
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
