@@ -20,6 +20,10 @@ use std::time::Instant;
 
 const ENVELOPE_MAGIC: &[u8; 8] = b"RTENGV1\n";
 
+/// Default bound on the FP16 engine's relative L2 error: cosine alone misses a uniformly
+/// scaled output (e.g. a constant clamped to the FP16 range), this does not.
+const DEFAULT_MAX_REL_L2: f64 = 0.05;
+
 /// What a cached artifact serves, stored in front of it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EnvelopeMeta {
@@ -138,7 +142,7 @@ const NOT_BUILD_OPTIONS: &[&str] = &[
 /// The cache key: content of the model (+ external data), engine, its library version, device
 /// identity, precision, batch profile, every build option, backend version. Never a path.
 pub fn cache_key(
-    state: &ModelState,
+    signature: &crate::engine::Signature,
     factory: &dyn EngineFactory,
     spec: &BuildSpec,
 ) -> Result<CacheKey> {
@@ -159,7 +163,7 @@ pub fn cache_key(
         .field("device", factory.device_identity(spec.device)?)
         .field("precision", spec.precision.as_str())
         .field("profile", profile)
-        .field("io", format!("{:?}", state.signature))
+        .field("io", format!("{signature:?}"))
         .field("backend_version", env!("CARGO_PKG_VERSION"));
     for (k, v) in &spec.options {
         if !NOT_BUILD_OPTIONS.contains(&k.as_str()) {
@@ -193,7 +197,7 @@ pub fn load_engine(
     if !factory.cacheable(spec) {
         return factory.load(spec, None);
     }
-    let key = cache_key(state, factory, spec)?;
+    let key = cache_key(&state.signature, factory, spec)?;
     let cache = EngineCache::new(cache_config(state)?);
     let build = || build_artifact(state, factory, spec);
     let outcome = cache.get_or_build(&key, &state.name, build)?;
@@ -291,9 +295,14 @@ fn build_artifact(
         return wrap(&meta, &artifact);
     }
     let guard = accuracy_guard(state, factory, spec, &artifact)?;
+    let caveat = if spec.device == Device::Cpu && factory.kind() == "onnxruntime" {
+        " [CPU: ONNX Runtime computes FP16 nodes in FP32 here, so this checks the FP16 weights, not FP16 arithmetic]"
+    } else {
+        ""
+    };
     log!(
         Info,
-        "model '{}': engine built in {:.1} s; FP16 guard: min row cosine {:.6}, relative L2 {:.3e} ({})",
+        "model '{}': engine built in {:.1} s; FP16 guard: min row cosine {:.6}, relative L2 {:.3e} ({}){caveat}",
         state.name,
         t0.elapsed().as_secs_f64(),
         guard.min_cosine,
@@ -310,10 +319,12 @@ fn build_artifact(
     }
     log!(
         Warn,
-        "model '{}': the FP16 engine fails the accuracy guard (min row cosine {:.6} < {}); serving FP32 instead",
+        "model '{}': the FP16 engine fails the accuracy guard (min row cosine {:.6}, bar {}; relative L2 {:.3e}, bar {}); serving FP32 instead",
         state.name,
         guard.min_cosine,
-        min_cosine(state)
+        min_cosine(state),
+        guard.rel_l2,
+        max_relative_l2(state)
     );
     let fp32 = BuildSpec {
         precision: Precision::Fp32,
@@ -333,6 +344,10 @@ fn build_artifact(
         fp16_report: report,
     };
     wrap(&meta, &payload)
+}
+
+fn max_relative_l2(state: &ModelState) -> f64 {
+    state.config.parameter("fp16_max_relative_l2").and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_MAX_REL_L2)
 }
 
 fn min_cosine(state: &ModelState) -> f64 {
@@ -485,7 +500,7 @@ fn accuracy_guard(
         .config
         .parameter("fp16_max_relative_l2")
         .and_then(|s| s.parse().ok())
-        .unwrap_or(f64::INFINITY);
+        .unwrap_or(DEFAULT_MAX_REL_L2);
     let (mut worst_cos, mut worst_l2) = (1.0f64, 0.0f64);
     let mut detail = Vec::new();
     for (k, out32) in o32.iter().enumerate() {
@@ -541,6 +556,78 @@ pub fn device_name(d: Device) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Signature, TensorSpec};
+    use std::collections::BTreeMap;
+
+    /// A factory whose version and device are set by the test.
+    struct Fake(&'static str, &'static str);
+    impl EngineFactory for Fake {
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+        fn library_version(&self) -> String {
+            self.0.into()
+        }
+        fn device_identity(&self, _: Device) -> Result<String> {
+            Ok(self.1.into())
+        }
+        fn cacheable(&self, _: &BuildSpec) -> bool {
+            true
+        }
+        fn build(&self, _: &BuildSpec, onnx: &[u8]) -> Result<Vec<u8>> {
+            Ok(onnx.to_vec())
+        }
+        fn load(&self, _: &BuildSpec, _: Option<&[u8]>) -> Result<Arc<dyn Engine>> {
+            Err(Error::unsupported("fake"))
+        }
+    }
+
+    #[test]
+    fn the_cache_key_covers_content_engine_device_precision_profile_options_never_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("a.onnx");
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models");
+        std::fs::copy(data.join("dtype_fp32/1/model.onnx"), &model).unwrap();
+        let sig = Signature {
+            inputs: vec![TensorSpec { name: "x".into(), dtype: DataType::F32, dims: vec![-1, 4] }],
+            outputs: vec![],
+        };
+        let spec = BuildSpec {
+            model_name: "m".into(),
+            model_path: model.clone(),
+            precision: Precision::Fp16,
+            device: Device::Gpu(0),
+            max_batch_size: 8,
+            opt_batch_sizes: vec![4, 8],
+            options: BTreeMap::from([("max_workspace_size_bytes".to_string(), "1024".to_string())]),
+        };
+        let f = Fake("10.16.0", "H100 sm_90");
+        let base = cache_key(&sig, &f, &spec).unwrap();
+        // Same content elsewhere, under another model name: same key.
+        let other = dir.path().join("copy.onnx");
+        std::fs::copy(&model, &other).unwrap();
+        let moved = BuildSpec { model_path: other, model_name: "another".into(), ..spec.clone() };
+        assert_eq!(cache_key(&sig, &f, &moved).unwrap().digest, base.digest);
+        // Options that do not change the build stay out of the key.
+        let mut o = spec.clone();
+        o.options.insert("cache_dir".into(), "/elsewhere".into());
+        assert_eq!(cache_key(&sig, &f, &o).unwrap().digest, base.digest);
+        let mut changed = Vec::new();
+        std::fs::copy(data.join("dtype_int32/1/model.onnx"), dir.path().join("b.onnx")).unwrap();
+        changed.push(cache_key(&sig, &f, &BuildSpec { model_path: dir.path().join("b.onnx"), ..spec.clone() }).unwrap());
+        changed.push(cache_key(&sig, &Fake("10.16.1", "H100 sm_90"), &spec).unwrap());
+        changed.push(cache_key(&sig, &Fake("10.16.0", "H200 sm_90"), &spec).unwrap());
+        changed.push(cache_key(&sig, &f, &BuildSpec { precision: Precision::Fp32, ..spec.clone() }).unwrap());
+        changed.push(cache_key(&sig, &f, &BuildSpec { max_batch_size: 16, ..spec.clone() }).unwrap());
+        changed.push(cache_key(&sig, &f, &BuildSpec { opt_batch_sizes: vec![8], ..spec.clone() }).unwrap());
+        let mut o = spec.clone();
+        o.options.insert("max_workspace_size_bytes".into(), "2048".into());
+        changed.push(cache_key(&sig, &f, &o).unwrap());
+        for (i, k) in changed.iter().enumerate() {
+            assert_ne!(k.digest, base.digest, "change {i} must miss");
+        }
+        assert!(!base.fields.values().any(|v| v.contains(dir.path().to_str().unwrap())), "a path leaked into the key");
+    }
 
     #[test]
     fn envelope_round_trip_and_rejects_foreign_bytes() {
