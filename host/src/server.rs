@@ -397,11 +397,8 @@ impl Server {
             };
             for c in 0..g.count {
                 for d in &devices {
-                    let iname = if g.count > 1 {
-                        format!("{}_{c}", g.name)
-                    } else {
-                        g.name.clone()
-                    };
+                    // Triton core (recent releases) always appends the index in the group.
+                    let iname = format!("{}_{c}", g.name);
                     let policy = if !g.host_policy.is_empty() {
                         g.host_policy.clone()
                     } else {

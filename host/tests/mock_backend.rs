@@ -235,7 +235,7 @@ fn dynamic_batcher_forms_preferred_batches() {
     );
     assert_eq!(
         executes(&s),
-        vec!["mock: execute m_0 requests=4".to_string()]
+        vec!["mock: execute m_0_0 requests=4".to_string()]
     );
     let st = s.model_stats("m").unwrap();
     assert_eq!(st["model_stats"][0]["execution_count"], 1);
@@ -269,7 +269,7 @@ fn dynamic_batcher_waits_for_the_queue_delay() {
     );
     assert_eq!(
         executes(&s),
-        vec!["mock: execute m_0 requests=2".to_string()]
+        vec!["mock: execute m_0_0 requests=2".to_string()]
     );
     assert_eq!(
         s.model_stats("m").unwrap()["model_stats"][0]["batch_stats"][0]["batch_size"],
@@ -340,10 +340,10 @@ fn load_unload_reload_lifecycle() {
         events(&s),
         vec![
             "model_initialize \"m\"",
-            "instance_initialize m_0",
+            "instance_initialize m_0_0",
             "model_initialize \"m\"",
-            "instance_initialize m_0",
-            "instance_finalize m_0",
+            "instance_initialize m_0_0",
+            "instance_finalize m_0_0",
             "model_finalize",
         ]
     );
@@ -524,7 +524,7 @@ fn warmup_runs_before_ready_and_is_not_counted() {
     s.load_model("m").unwrap();
     assert_eq!(
         executes(&s),
-        vec!["mock: execute m_0 requests=2".to_string(); 2]
+        vec!["mock: execute m_0_0 requests=2".to_string(); 2]
     );
     let st = s.model_stats("m").unwrap();
     assert_eq!(st["model_stats"][0]["inference_count"], 0);

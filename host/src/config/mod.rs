@@ -204,9 +204,9 @@ pub fn merge_set_config(current: &ModelConfig, new: ModelConfig) -> Result<Model
     out.input = new.input;
     out.output = new.output;
     out.max_batch_size = new.max_batch_size;
-    out.model_transaction_policy
-        .mut_or_insert_default()
-        .decoupled = new.model_transaction_policy.decoupled;
+    if let Some(p) = new.model_transaction_policy.as_ref() {
+        out.model_transaction_policy.mut_or_insert_default().decoupled = p.decoupled;
+    }
     let which = |s: &Option<Scheduling_choice>| match s {
         None => "none",
         Some(Scheduling_choice::DynamicBatching(_)) => "dynamic_batching",
@@ -224,7 +224,10 @@ pub fn merge_set_config(current: &ModelConfig, new: ModelConfig) -> Result<Model
             current.name
         )));
     }
-    out.scheduling_choice = new.scheduling_choice;
+    // A scheduler is taken only when none was configured; the same kind keeps the old settings.
+    if a == "none" {
+        out.scheduling_choice = new.scheduling_choice;
+    }
     Ok(out)
 }
 
@@ -481,7 +484,8 @@ mod tests {
         assert_eq!(out.max_batch_size, 4);
         assert_eq!(out.input.len(), 1);
         assert_eq!(out.parameters.len(), 1);
-        assert_eq!(out.dynamic_batching().max_queue_delay_microseconds, 5);
+        // Same scheduler kind: Triton keeps the configured settings.
+        assert_eq!(out.dynamic_batching().max_queue_delay_microseconds, 0);
         new.scheduling_choice = None;
         assert_eq!(
             merge_set_config(&cur, new).unwrap_err().code,
