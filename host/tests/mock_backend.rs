@@ -398,7 +398,9 @@ fn missing_config_is_auto_completed() {
         serde_json::json!([4])
     );
     assert_eq!(c["instance_group"][0]["kind"], "KIND_CPU");
-    assert_eq!(c["instance_group"][0]["name"], "auto_0");
+    // From the backend's preferred group, named after the model (as Triton does).
+    assert_eq!(c["instance_group"][0]["name"], "auto");
+    assert_eq!(c["instance_group"][0]["count"], 1);
     assert_eq!(c["optimization"]["input_pinned_memory"]["enable"], true);
     assert_eq!(c["version_policy"]["latest"]["num_versions"], 1);
     s.infer("auto", req("x", 4, 2)).unwrap();
@@ -468,7 +470,10 @@ fn violations_are_caught() {
         ("no_release", "was not released"),
         ("two_responses", "exactly one"),
         ("double_release", "used after it was released"),
-        ("stats_after_release", "ReportStatistics: TRITONBACKEND_Request handle used after it was released"),
+        (
+            "stats_after_release",
+            "ReportStatistics: TRITONBACKEND_Request handle used after it was released",
+        ),
         ("error_after_release", "must not be touched"),
         (
             "set_config_in_execute",
