@@ -562,41 +562,32 @@ impl Server {
                             let elems = config::element_count(&wi.dims).unwrap_or(0) as usize;
                             let bytes = match &wi.input_data_type {
                                 Some(Input_data_type::InputDataFile(f)) => {
-                                    std::fs::read(dir.join("warmup").join(f)).map_err(|e| {
+                                    let data = std::fs::read(dir.join("warmup").join(f)).map_err(|e| {
                                         Error::invalid_arg(format!(
                                             "warmup '{}': cannot read {f}: {e}",
                                             w.name
                                         ))
-                                    })?
+                                    })?;
+                                    let need = elems * datatype_byte_size(dt) as usize;
+                                    if dt == TRITONSERVER_TYPE_BYTES {
+                                        data
+                                    } else if data.len() < need {
+                                        return Err(Error::invalid_arg(format!(
+                                            "warmup '{}' expects {need} bytes but {f} has only {}",
+                                            w.name,
+                                            data.len()
+                                        )));
+                                    } else {
+                                        data[..need].to_vec()
+                                    }
                                 }
                                 _ if dt == TRITONSERVER_TYPE_BYTES => {
                                     (0..elems).flat_map(|_| 0u32.to_le_bytes()).collect()
                                 }
+                                // Like Triton: arbitrary random bytes (may be NaN/Inf for floats).
                                 Some(Input_data_type::RandomData(true)) => {
                                     let mut v = vec![0u8; elems * datatype_byte_size(dt) as usize];
-                                    match dt {
-                                        TRITONSERVER_TYPE_FP32 => {
-                                            v.chunks_exact_mut(4).for_each(|c| {
-                                                c.copy_from_slice(
-                                                    &rng.random::<f32>().to_le_bytes(),
-                                                )
-                                            })
-                                        }
-                                        TRITONSERVER_TYPE_FP64 => {
-                                            v.chunks_exact_mut(8).for_each(|c| {
-                                                c.copy_from_slice(
-                                                    &rng.random::<f64>().to_le_bytes(),
-                                                )
-                                            })
-                                        }
-                                        TRITONSERVER_TYPE_FP16 | TRITONSERVER_TYPE_BF16 => {}
-                                        TRITONSERVER_TYPE_BOOL => {
-                                            v.iter_mut().for_each(|b| *b = rng.random_range(0..2))
-                                        }
-                                        _ => {
-                                            v.iter_mut().for_each(|b| *b = rng.random_range(0..16))
-                                        }
-                                    }
+                                    rng.fill(&mut v[..]);
                                     v
                                 }
                                 _ => vec![0u8; elems * datatype_byte_size(dt) as usize],
