@@ -72,6 +72,11 @@ fn assert_clean(s: &Server) {
         s.violations()
     );
     assert_eq!(s.live_errors(), 0, "leaked TRITONSERVER_Error objects");
+    assert!(
+        s.live_backend_objects().is_empty(),
+        "leaked: {:?}",
+        s.live_backend_objects()
+    );
 }
 
 #[test]
@@ -518,7 +523,16 @@ fn leaked_errors_are_counted() {
     s.infer("m", req("x", 1, 2)).unwrap();
     s.infer("m", req("y", 1, 2)).unwrap();
     assert_eq!(s.live_errors(), 2);
+    assert_eq!(s.live_backend_objects().get("TRITONSERVER_Error"), Some(&2));
     assert!(s.violations().is_empty());
+    let (s, _repo) = misbehaving("leak_message");
+    s.load_model("m").unwrap();
+    s.infer("m", req("x", 1, 2)).unwrap();
+    assert_eq!(
+        s.live_backend_objects().get("TRITONSERVER_Message"),
+        Some(&1)
+    );
+    assert_eq!(s.live_errors(), 0);
 }
 
 #[test]

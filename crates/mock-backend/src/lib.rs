@@ -4,7 +4,7 @@
 //! behaviour is selected by model config parameters:
 //!
 //! * `misbehave` (string): `none` (default), `no_response`, `no_release`, `two_responses`, `double_release`,
-//!   `stats_after_release`, `error_after_release`, `leak_errors`, `set_config_in_execute`,
+//!   `stats_after_release`, `error_after_release`, `leak_errors`, `set_config_in_execute`, `leak_message`,
 //!   `wrong_output_size`, `delete_backend_config`, `return_error` (a clean error return before
 //!   touching any request — legal), `not_final`, `wrong_clock`, `unrequested_output`.
 //! * `exec_delay_ms`: sleep that long inside Execute (to observe concurrency / batching).
@@ -605,6 +605,10 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceExecute(
         match st.misbehave.as_str() {
             "error_after_release" => {
                 return new_err(TRITONSERVER_ERROR_INTERNAL, "failing after release")
+            }
+            "leak_message" => {
+                let mut msg = null_mut();
+                let _ = check(TRITONBACKEND_ModelConfig(model, 1, &mut msg));
             }
             "leak_errors" => {
                 let _leaked = new_err(TRITONSERVER_ERROR_INTERNAL, "this error is never deleted");
