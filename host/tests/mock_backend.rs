@@ -550,3 +550,28 @@ fn warmup_runs_before_ready_and_is_not_counted() {
     assert_eq!(st["model_stats"][0]["execution_count"], 0);
     assert_clean(&s);
 }
+
+#[test]
+fn memory_manager_rules() {
+    let with = |how: &str| {
+        let repo = Repo::new();
+        repo.model("m", Some(&format!(
+            "{BATCHING}\nparameters {{ key: \"memory_manager\" value: {{ string_value: \"{how}\" }} }}")));
+        let s = repo.server();
+        s.load_model("m").unwrap();
+        let r = s.infer("m", req("x", 1, 2));
+        (s, r, repo)
+    };
+    let (s, r, _repo) = with("ok");
+    r.unwrap();
+    assert_clean(&s);
+    assert_eq!(s.outstanding_allocations(), 0);
+    let (s, r, _repo) = with("gpu");
+    r.unwrap();
+    assert!(s.log_lines().iter().any(|l| l.msg.contains("memory manager") && l.msg.contains("no GPU")));
+    assert_clean(&s);
+    let (s, r, _repo) = with("mismatch");
+    assert!(r.is_err());
+    assert!(s.violations().iter().any(|v| v.contains("allocated as CPU:0 but freed as CPU_PINNED:0")), "{:?}", s.violations());
+    assert_eq!(s.outstanding_allocations(), 1);
+}

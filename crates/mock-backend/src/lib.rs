@@ -10,6 +10,8 @@
 //! * `exec_delay_ms`: sleep that long inside Execute (to observe concurrency / batching).
 //! * `set_config`: `unknown_field` or `drop_scheduler` — send such a config from
 //!   ModelInitialize (both must fail the load).
+//! * `memory_manager`: `ok` (pinned scratch allocated and freed in Execute), `mismatch`
+//!   (freed with another memory type), `gpu` (logs the allocation error).
 //! * `fail_instance`: name of an instance whose ModelInstanceInitialize fails.
 //!
 //! With auto-complete on and no inputs/outputs in the config it fills `IN`/`OUT` FP32 `[-1]`,
@@ -62,6 +64,9 @@ extern "C" {
         a: *mut TRITONBACKEND_BackendAttribute,
         on: bool,
     ) -> Err;
+    fn TRITONBACKEND_BackendMemoryManager(b: *mut TRITONBACKEND_Backend, m: *mut *mut TRITONBACKEND_MemoryManager) -> Err;
+    fn TRITONBACKEND_MemoryManagerAllocate(m: *mut TRITONBACKEND_MemoryManager, buf: *mut *mut c_void, mt: u32, id: i64, n: u64) -> Err;
+    fn TRITONBACKEND_MemoryManagerFree(m: *mut TRITONBACKEND_MemoryManager, buf: *mut c_void, mt: u32, id: i64) -> Err;
     fn TRITONBACKEND_ModelConfig(
         m: *mut TRITONBACKEND_Model,
         v: u32,
@@ -237,6 +242,7 @@ fn set_config(m: *mut TRITONBACKEND_Model, v: &Value) -> Result<(), String> {
 
 struct ModelState {
     misbehave: String,
+    memory_manager: String,
     delay_ms: u64,
     batching: bool,
 }
@@ -351,6 +357,7 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut TRITONBACKEND
         }
         let st = Box::new(ModelState {
             misbehave,
+            memory_manager: param(&cfg, "memory_manager"),
             delay_ms: param(&cfg, "exec_delay_ms").parse().unwrap_or(0),
             batching: cfg["max_batch_size"].as_i64().unwrap_or(0) > 0,
         });
@@ -502,6 +509,22 @@ unsafe fn respond(req: *mut TRITONBACKEND_Request, st: &ModelState) -> Result<u6
     }
 }
 
+unsafe fn use_memory_manager(model: *mut TRITONBACKEND_Model, how: &str) -> Result<(), String> {
+    let mut backend = null_mut();
+    check(TRITONBACKEND_ModelBackend(model, &mut backend))?;
+    let mut mm = null_mut();
+    check(TRITONBACKEND_BackendMemoryManager(backend, &mut mm))?;
+    let (alloc_type, free_type) = match how {
+        "mismatch" => (TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED),
+        "gpu" => (TRITONSERVER_MEMORY_GPU, TRITONSERVER_MEMORY_GPU),
+        _ => (TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_CPU_PINNED),
+    };
+    let mut buf = null_mut();
+    check(TRITONBACKEND_MemoryManagerAllocate(mm, &mut buf, alloc_type, 0, 64))?;
+    std::ptr::write_bytes(buf as *mut u8, 7, 64);
+    check(TRITONBACKEND_MemoryManagerFree(mm, buf, free_type, 0))
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceExecute(
     instance: *mut TRITONBACKEND_ModelInstance,
@@ -522,6 +545,11 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceExecute(
         let now = || clock_ns(clock);
         if st.misbehave == "return_error" {
             return new_err(TRITONSERVER_ERROR_UNAVAILABLE, "mock refuses this batch");
+        }
+        if !st.memory_manager.is_empty() {
+            if let Err(m) = use_memory_manager(model, &st.memory_manager) {
+                log(&format!("mock: memory manager: {m}"));
+            }
         }
         let reqs = std::slice::from_raw_parts(requests, count as usize).to_vec();
         let exec_start = now();
