@@ -191,6 +191,7 @@ fn check(e: Err) -> Result<(), String> {
     let msg = unsafe { CStr::from_ptr(TRITONSERVER_ErrorMessage(e)) }
         .to_string_lossy()
         .into_owned();
+    // SAFETY: live handles/strings obtained from the host just above; each object is used once.
     unsafe { TRITONSERVER_ErrorDelete(e) };
     Err(msg)
 }
@@ -224,6 +225,7 @@ fn model_config(m: *mut TRITONBACKEND_Model) -> Result<Value, String> {
     // SAFETY: live model handle; we own and delete the message.
     check(unsafe { TRITONBACKEND_ModelConfig(m, 1, &mut msg) })?;
     let v = message_json(msg);
+    // SAFETY: live handles/strings obtained from the host just above; each object is used once.
     check(unsafe { TRITONSERVER_MessageDelete(msg) })?;
     v
 }
@@ -235,6 +237,7 @@ fn set_config(m: *mut TRITONBACKEND_Model, v: &Value) -> Result<(), String> {
     check(unsafe {
         TRITONSERVER_MessageNewFromSerializedJson(&mut msg, s.as_ptr() as *const c_char, s.len())
     })?;
+    // SAFETY: live handles/strings obtained from the host just above; each object is used once.
     let r = check(unsafe { TRITONBACKEND_ModelSetConfig(m, 1, msg) });
     check(unsafe { TRITONSERVER_MessageDelete(msg) })?;
     r
@@ -387,6 +390,7 @@ fn instance_name(i: *mut TRITONBACKEND_ModelInstance) -> String {
     if check(unsafe { TRITONBACKEND_ModelInstanceName(i, &mut n) }).is_err() || n.is_null() {
         return String::new();
     }
+    // SAFETY: live handles/strings obtained from the host just above; each object is used once.
     unsafe { CStr::from_ptr(n) }.to_string_lossy().into_owned()
 }
 
