@@ -568,10 +568,19 @@ fn memory_manager_rules() {
     assert_eq!(s.outstanding_allocations(), 0);
     let (s, r, _repo) = with("gpu");
     r.unwrap();
-    assert!(s.log_lines().iter().any(|l| l.msg.contains("memory manager") && l.msg.contains("no GPU")));
+    assert!(s
+        .log_lines()
+        .iter()
+        .any(|l| l.msg.contains("memory manager") && l.msg.contains("no GPU")));
     assert_clean(&s);
     let (s, r, _repo) = with("mismatch");
     assert!(r.is_err());
-    assert!(s.violations().iter().any(|v| v.contains("allocated as CPU:0 but freed as CPU_PINNED:0")), "{:?}", s.violations());
+    assert!(
+        s.violations()
+            .iter()
+            .any(|v| v.contains("allocated as CPU:0 but freed as CPU_PINNED:0")),
+        "{:?}",
+        s.violations()
+    );
     assert_eq!(s.outstanding_allocations(), 1);
 }

@@ -64,9 +64,23 @@ extern "C" {
         a: *mut TRITONBACKEND_BackendAttribute,
         on: bool,
     ) -> Err;
-    fn TRITONBACKEND_BackendMemoryManager(b: *mut TRITONBACKEND_Backend, m: *mut *mut TRITONBACKEND_MemoryManager) -> Err;
-    fn TRITONBACKEND_MemoryManagerAllocate(m: *mut TRITONBACKEND_MemoryManager, buf: *mut *mut c_void, mt: u32, id: i64, n: u64) -> Err;
-    fn TRITONBACKEND_MemoryManagerFree(m: *mut TRITONBACKEND_MemoryManager, buf: *mut c_void, mt: u32, id: i64) -> Err;
+    fn TRITONBACKEND_BackendMemoryManager(
+        b: *mut TRITONBACKEND_Backend,
+        m: *mut *mut TRITONBACKEND_MemoryManager,
+    ) -> Err;
+    fn TRITONBACKEND_MemoryManagerAllocate(
+        m: *mut TRITONBACKEND_MemoryManager,
+        buf: *mut *mut c_void,
+        mt: u32,
+        id: i64,
+        n: u64,
+    ) -> Err;
+    fn TRITONBACKEND_MemoryManagerFree(
+        m: *mut TRITONBACKEND_MemoryManager,
+        buf: *mut c_void,
+        mt: u32,
+        id: i64,
+    ) -> Err;
     fn TRITONBACKEND_ModelConfig(
         m: *mut TRITONBACKEND_Model,
         v: u32,
@@ -521,10 +535,15 @@ unsafe fn use_memory_manager(model: *mut TRITONBACKEND_Model, how: &str) -> Resu
     let (alloc_type, free_type) = match how {
         "mismatch" => (TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED),
         "gpu" => (TRITONSERVER_MEMORY_GPU, TRITONSERVER_MEMORY_GPU),
-        _ => (TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_CPU_PINNED),
+        _ => (
+            TRITONSERVER_MEMORY_CPU_PINNED,
+            TRITONSERVER_MEMORY_CPU_PINNED,
+        ),
     };
     let mut buf = null_mut();
-    check(TRITONBACKEND_MemoryManagerAllocate(mm, &mut buf, alloc_type, 0, 64))?;
+    check(TRITONBACKEND_MemoryManagerAllocate(
+        mm, &mut buf, alloc_type, 0, 64,
+    ))?;
     std::ptr::write_bytes(buf as *mut u8, 7, 64);
     check(TRITONBACKEND_MemoryManagerFree(mm, buf, free_type, 0))
 }
