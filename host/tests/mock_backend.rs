@@ -488,6 +488,7 @@ fn violations_are_caught() {
         ("not_final", "COMPLETE_FINAL"),
         ("wrong_clock", "CLOCK_MONOTONIC"),
         ("unrequested_output", "not an output"),
+        ("error_with_outputs", "must carry no outputs"),
     ];
     for (kind, want) in cases {
         let (s, _repo) = misbehaving(kind);

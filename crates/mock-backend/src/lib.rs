@@ -6,7 +6,7 @@
 //! * `misbehave` (string): `none` (default), `no_response`, `no_release`, `two_responses`, `double_release`,
 //!   `stats_after_release`, `error_after_release`, `leak_errors`, `set_config_in_execute`, `leak_message`,
 //!   `wrong_output_size`, `delete_backend_config`, `return_error` (a clean error return before
-//!   touching any request — legal), `not_final`, `wrong_clock`, `unrequested_output`.
+//!   touching any request — legal), `not_final`, `wrong_clock`, `unrequested_output`, `error_with_outputs`.
 //! * `exec_delay_ms`: sleep that long inside Execute (to observe concurrency / batching).
 //! * `set_config`: `unknown_field` or `drop_scheduler` — send such a config from
 //!   ModelInitialize (both must fail the load).
@@ -510,6 +510,11 @@ unsafe fn respond(req: *mut TRITONBACKEND_Request, st: &ModelState) -> Result<u6
         0
     } else {
         TRITONSERVER_RESPONSE_COMPLETE_FINAL
+    };
+    let r = if st.misbehave == "error_with_outputs" {
+        r.and_then(|_| Err("an error response that still carries OUT".to_string()))
+    } else {
+        r
     };
     match r {
         Ok(b) => {
