@@ -160,13 +160,18 @@ fn bad(model: &str, msg: String) -> Error {
     Error::invalid_arg(format!("[request for model '{model}'] {msg}"))
 }
 
-fn resolve_reshape(shape: &[i64], elems: u64) -> Vec<i64> {
-    let known: i64 = shape.iter().filter(|d| **d >= 0).product();
-    shape
+/// Triton's reshape: the request's variable-size values fill the reshape's -1s in order.
+fn apply_reshape(config_dims: &[i64], shape: &[i64], reshape: &[i64]) -> Vec<i64> {
+    let mut vars = config_dims
+        .iter()
+        .zip(shape)
+        .filter(|(c, _)| **c == -1)
+        .map(|(_, s)| *s);
+    reshape
         .iter()
         .map(|d| {
-            if *d < 0 && known > 0 {
-                elems as i64 / known
+            if *d == -1 {
+                vars.next().unwrap_or(-1)
             } else {
                 *d
             }
@@ -174,31 +179,47 @@ fn resolve_reshape(shape: &[i64], elems: u64) -> Vec<i64> {
         .collect()
 }
 
-fn check_bytes_elements(model: &str, name: &str, data: &[u8], elems: u64) -> Result<()> {
-    let mut off = 0usize;
+/// Triton's BYTES check: every element is a 4-byte little-endian length (which must not be
+/// split across chunks) followed by that many bytes; the element count must match the shape.
+fn check_bytes_elements(model: &str, t: &InputTensor, elems: u64) -> Result<()> {
+    let name = &t.name;
     let mut n = 0u64;
-    while off < data.len() {
-        if off + 4 > data.len() {
-            return Err(bad(
-                model,
-                format!("input '{name}': BYTES element {n} has a truncated length prefix"),
-            ));
+    let mut remaining_elem = 0usize;
+    for c in &t.chunks {
+        if c.memory == MemoryType::Gpu {
+            return Ok(());
         }
-        let len =
-            u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
-        off += 4 + len;
-        if off > data.len() {
-            return Err(bad(
-                model,
-                format!("input '{name}': BYTES element {n} runs past the end of the data"),
-            ));
+        let mut buf = c.bytes.as_slice();
+        while !buf.is_empty() {
+            if remaining_elem == 0 {
+                if buf.len() < 4 {
+                    return Err(bad(model, format!(
+                        "incomplete string length indicator for input '{name}': 4 bytes expected, {} available \
+                         (the indicator must be in one buffer)", buf.len())));
+                }
+                remaining_elem = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                n += 1;
+                if n > elems {
+                    return Err(bad(model, format!("unexpected number of string elements {n} for input '{name}', expecting {elems}")));
+                }
+                buf = &buf[4..];
+            }
+            let take = remaining_elem.min(buf.len());
+            buf = &buf[take..];
+            remaining_elem -= take;
         }
-        n += 1;
     }
-    if n != elems {
+    if remaining_elem > 0 || n != elems {
         return Err(bad(
             model,
-            format!("input '{name}': expected {elems} BYTES elements, got {n}"),
+            format!(
+                "input '{name}': expected {elems} complete string elements, got {n}{}",
+                if remaining_elem > 0 {
+                    " (the last one is truncated)"
+                } else {
+                    ""
+                }
+            ),
         ));
     }
     Ok(())
@@ -248,57 +269,64 @@ pub(crate) fn prepare(
                     ),
                 ));
             }
-            let dims: &[i64] = &t.shape;
             let (b, rest) = if batching {
-                let Some((b, rest)) = dims.split_first() else {
+                let Some((b, rest)) = t.shape.split_first() else {
                     return Err(bad(
                         m,
                         format!(
-                            "input '{}' has no batch dimension (shape {:?})",
-                            t.name, t.shape
+                            "input '{}' has no shape but the model requires a batch dimension",
+                            t.name
                         ),
                     ));
                 };
                 (Some(*b), rest)
             } else {
-                (None, dims)
+                (None, t.shape.as_slice())
             };
+            if rest.contains(&-1) {
+                return Err(bad(
+                    m,
+                    format!(
+                        "all input dimensions should be specified for input '{}', got {:?}",
+                        t.name, t.shape
+                    ),
+                ));
+            }
             let matches = rest.len() == ci.dims.len()
                 && rest
                     .iter()
                     .zip(&ci.dims)
                     .all(|(s, d)| *s >= 0 && (*d == -1 || s == d));
-            if !matches || t.shape.iter().any(|d| *d < 0) {
+            if !matches {
                 return Err(bad(
                     m,
                     format!(
                         "unexpected shape for input '{}', model expects {}{:?}, got {:?}",
                         t.name,
-                        if batching { "[batch] + " } else { "" },
+                        if batching { "[-1] + " } else { "" },
                         ci.dims,
                         t.shape
                     ),
                 ));
             }
             if let Some(b) = b {
-                if b < 1 || b > cfg.max_batch_size as i64 {
+                // Triton takes the batch size from the first input and compares the others;
+                // a batch of 0 is not rejected.
+                if b < 0 || b > cfg.max_batch_size as i64 {
                     return Err(bad(
                         m,
                         format!(
-                            "input '{}' batch size {b} must be between 1 and max_batch_size {}",
-                            t.name, cfg.max_batch_size
+                            "inference request batch-size must be <= {} (input '{}' has {b})",
+                            cfg.max_batch_size, t.name
                         ),
                     ));
                 }
                 match batch_size {
-                    None => batch_size = Some(b as u64),
+                    None | Some(0) => batch_size = Some(b as u64),
                     Some(x) if x != b as u64 => {
                         return Err(bad(
                             m,
-                            format!(
-                                "input '{}' batch size {b} differs from other inputs' {x}",
-                                t.name
-                            ),
+                            format!("input '{}' batch size does not match other inputs", t.name),
                         ))
                     }
                     _ => {}
@@ -306,36 +334,18 @@ pub(crate) fn prepare(
             }
             let elems = config::element_count(&t.shape).unwrap_or(0);
             if t.datatype == TRITONSERVER_TYPE_BYTES {
-                let all: Vec<u8> = t
-                    .chunks
-                    .iter()
-                    .flat_map(|c| c.bytes.iter().copied())
-                    .collect();
-                check_bytes_elements(m, &t.name, &all, elems)?;
+                check_bytes_elements(m, t, elems)?;
             } else {
                 let want = elems * datatype_byte_size(t.datatype) as u64;
                 if t.byte_size() as u64 != want {
-                    return Err(bad(
-                        m,
-                        format!(
-                            "input '{}' has {} bytes, shape {:?} of {} needs {want}",
-                            t.name,
-                            t.byte_size(),
-                            t.shape,
-                            datatype_name(t.datatype)
-                        ),
-                    ));
+                    return Err(bad(m, format!("input byte size mismatch for input '{}': expected {want}, got {} (shape {:?}, {})",
+                        t.name, t.byte_size(), t.shape, datatype_name(t.datatype))));
                 }
             }
-            // The backend sees the reshaped shape.
+            // The backend sees the reshaped shape (batch dimension kept in front).
             let seen_shape = match ci.reshape.as_ref() {
                 Some(r) => {
-                    let per = if batching {
-                        elems / b.unwrap_or(1).max(1) as u64
-                    } else {
-                        elems
-                    };
-                    let mut s = resolve_reshape(&r.shape, per);
+                    let mut s = apply_reshape(&ci.dims, rest, &r.shape);
                     if let Some(b) = b {
                         s.insert(0, b);
                     }
@@ -418,7 +428,7 @@ pub(crate) fn prepare(
         output_memory: req.output_memory,
         correlation_id: req.correlation_id,
         timeout_us: req.timeout_us,
-        batch_size: batch_size.unwrap_or(1),
+        batch_size: if batching { batch_size.unwrap_or(0) } else { 1 },
         batch_key: key,
     })
 }
@@ -489,6 +499,60 @@ mod tests {
                 .unwrap_or_else(|| panic!("accepted {}", c.id));
             assert_eq!(e.code, TRITONSERVER_ERROR_INVALID_ARG, "{}", c.id);
         }
+        // Batch 0 passes, as in Triton.
+        assert_eq!(
+            prepare(
+                &cfg(),
+                InferRequest::new("z", vec![InputTensor::f32("IN", &[0, 3, 2], &[])]),
+                &pool,
+                true
+            )
+            .unwrap()
+            .batch_size,
+            0
+        );
+        // Reshape: the backend sees the reshaped shape with the request's variable values.
+        let r: ModelConfig = pbtxt::parse(r#"name: "r" max_batch_size: 2
+            input [ { name: "IN" data_type: TYPE_FP32 dims: [ -1, 4 ] reshape { shape: [ -1, 2, 2 ] } } ]"#).unwrap();
+        let p = prepare(
+            &r,
+            InferRequest::new("r", vec![InputTensor::f32("IN", &[2, 3, 4], &[0.0; 24])]),
+            &pool,
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.inputs[0].shape, vec![2, 3, 2, 2]);
+        // BYTES: element count and length prefixes are checked; a prefix may not straddle chunks.
+        let b: ModelConfig =
+            pbtxt::parse(r#"name: "b" input [ { name: "S" data_type: TYPE_STRING dims: [ 2 ] } ]"#)
+                .unwrap();
+        let two: Vec<u8> = [
+            &1u32.to_le_bytes()[..],
+            b"a",
+            &2u32.to_le_bytes()[..],
+            b"bc",
+        ]
+        .concat();
+        let t = InputTensor::new("S", TRITONSERVER_TYPE_BYTES, &[2], two.clone());
+        prepare(&b, InferRequest::new("s", vec![t.clone()]), &pool, true).unwrap();
+        prepare(
+            &b,
+            InferRequest::new("s", vec![t.clone().split(5, MemoryType::Cpu)]),
+            &pool,
+            true,
+        )
+        .unwrap();
+        assert!(prepare(
+            &b,
+            InferRequest::new("s", vec![t.clone().split(3, MemoryType::Cpu)]),
+            &pool,
+            true
+        )
+        .is_err());
+        let one = InputTensor::new("S", TRITONSERVER_TYPE_BYTES, &[2], two[..5].to_vec());
+        assert!(prepare(&b, InferRequest::new("s", vec![one]), &pool, true).is_err());
+        let cut = InputTensor::new("S", TRITONSERVER_TYPE_BYTES, &[2], two[..9].to_vec());
+        assert!(prepare(&b, InferRequest::new("s", vec![cut]), &pool, true).is_err());
         // GPU data cannot be placed without a GPU.
         let gpu = InferRequest::new(
             "j",

@@ -27,14 +27,8 @@ pub(crate) struct MessageObj {
     pub json: Vec<u8>,
     /// Owned by the host (BackendConfig, HostPolicy): MessageDelete is a violation.
     pub borrowed: bool,
-}
-
-impl MessageObj {
-    pub fn new(json: String, borrowed: bool) -> Self {
-        let mut b = json.into_bytes();
-        b.push(0);
-        MessageObj { json: b, borrowed }
-    }
+    /// Server counting this backend-owned message as live.
+    pub owner: Option<Arc<Shared>>,
 }
 
 pub(crate) struct BackendObj {
@@ -174,6 +168,8 @@ pub(crate) struct BufAttrObj {
     pub attr: Mutex<BufAttr>,
     /// Owned by an input/output: BufferAttributesDelete on it is a violation.
     pub borrowed: bool,
+    /// Server counting these backend-owned attributes as live.
+    pub owner: Option<Arc<Shared>>,
 }
 
 pub(crate) struct MemoryManagerObj {

@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub violations: Mutex<Vec<String>>,
     pub logs: Mutex<Vec<LogLine>>,
     pub live_errors: AtomicI64,
+    /// Backend-owned objects (messages, buffer attributes, response factories) not yet deleted.
+    pub owned: Mutex<std::collections::BTreeMap<&'static str, i64>>,
     pub log_to_stderr: bool,
     pub pool: MemoryPool,
     /// Buffers handed out by TRITONBACKEND_MemoryManagerAllocate: ptr → (type, id, buffer).
@@ -45,6 +47,7 @@ impl Shared {
             violations: Mutex::new(Vec::new()),
             logs: Mutex::new(Vec::new()),
             live_errors: AtomicI64::new(0),
+            owned: Mutex::new(Default::default()),
             log_to_stderr,
             pool,
             mm_allocs: Mutex::new(Default::default()),
@@ -58,6 +61,11 @@ impl Shared {
     pub fn record_violation(&self, msg: String) {
         eprintln!("[rusttrt-host] RULE VIOLATION: {msg}");
         lock(&self.violations).push(msg);
+    }
+
+    /// Count a backend-owned object of C type `kind` created (+1) or deleted (-1).
+    pub fn owned_add(&self, kind: &'static str, d: i64) {
+        *lock(&self.owned).entry(kind).or_insert(0) += d;
     }
 
     pub fn log(&self, line: LogLine) {

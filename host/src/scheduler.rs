@@ -49,44 +49,46 @@ enum Decision {
     WaitUntil(u64),
 }
 
+/// Triton's `DynamicBatchScheduler::GetDynamicBatch` decision on the queue head: grow the
+/// batch in queue order while shapes agree and `max_batch_size` holds; remember the largest
+/// prefix that hits a preferred size (or that stops just before exceeding the largest
+/// preferred size) and send it at once unless the queue delay is exceeded, in which case
+/// everything pending goes.
 fn decide(q: &VecDeque<Pending>, p: &BatchPolicy, now: u64, draining: bool) -> Decision {
     let first = &q[0];
-    let max_pref = p
-        .preferred
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(p.max_batch_size);
-    let (mut total, mut count, mut best) = (0u64, 0usize, 0usize);
+    let max_pref = p.preferred.iter().copied().max().unwrap_or(0);
+    let (mut pending, mut count) = (0u64, 0usize);
+    let mut best = 0usize;
     let mut send_now = false;
     for r in q {
-        if count > 0 && r.req.batch_key != first.req.batch_key {
-            send_now = true;
-            break;
+        let b = r.req.batch_size.max(1);
+        if count > 0 {
+            if pending + b > max_pref && best == 0 {
+                best = count;
+            }
+            if pending + b > p.max_batch_size {
+                send_now = true;
+                break;
+            }
+            if r.req.batch_key != first.req.batch_key {
+                send_now = true;
+                break;
+            }
         }
-        if total + r.req.batch_size > p.max_batch_size {
-            send_now = true;
-            break;
-        }
-        total += r.req.batch_size;
+        pending += b;
         count += 1;
-        if p.preferred.contains(&total) {
+        if p.preferred.contains(&pending) {
             best = count;
         }
-        if total >= max_pref {
-            send_now = true;
-            break;
-        }
     }
-    if send_now {
-        return Decision::Take(if best > 0 { best } else { count.max(1) });
+    let delay_exceeded = p.delay_ns != 0 && now.saturating_sub(first.queue_start_ns) >= p.delay_ns;
+    if best != 0 && !delay_exceeded {
+        return Decision::Take(best);
     }
-    let deadline = first.queue_start_ns + p.delay_ns;
-    if p.delay_ns == 0 || now >= deadline || draining {
-        Decision::Take(count.max(1))
-    } else {
-        Decision::WaitUntil(deadline)
+    if send_now || pending >= max_pref || delay_exceeded || p.delay_ns == 0 || draining {
+        return Decision::Take(count.max(1));
     }
+    Decision::WaitUntil(first.queue_start_ns + p.delay_ns)
 }
 
 impl Queue {

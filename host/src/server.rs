@@ -199,7 +199,8 @@ impl Server {
             ));
         }
         let lib = Arc::new(BackendLib::open(&self.opts.backend_library)?);
-        let config_msg = crate::abi::message_new(self.backend_config_json().to_string(), true);
+        let config_msg =
+            crate::abi::message_new(self.backend_config_json().to_string(), true, None);
         let mm = handles::register(
             Kind::MemoryManager,
             Arc::new(MemoryManagerObj {
@@ -397,11 +398,8 @@ impl Server {
             };
             for c in 0..g.count {
                 for d in &devices {
-                    let iname = if g.count > 1 {
-                        format!("{}_{c}", g.name)
-                    } else {
-                        g.name.clone()
-                    };
+                    // Triton core (recent releases) always appends the index in the group.
+                    let iname = format!("{}_{c}", g.name);
                     let policy = if !g.host_policy.is_empty() {
                         g.host_policy.clone()
                     } else {
@@ -436,7 +434,7 @@ impl Server {
         let mut failure = None;
         let mut created = Vec::new();
         for (iname, kind, dev, passive, profiles, secondary, policy) in specs {
-            let hp = crate::abi::message_new(json!({ policy: {} }).to_string(), true);
+            let hp = crate::abi::message_new(json!({ policy: {} }).to_string(), true, None);
             msgs.push(hp);
             let obj = Arc::new(InstanceObj {
                 model: model.clone(),
@@ -565,41 +563,33 @@ impl Server {
                             let elems = config::element_count(&wi.dims).unwrap_or(0) as usize;
                             let bytes = match &wi.input_data_type {
                                 Some(Input_data_type::InputDataFile(f)) => {
-                                    std::fs::read(dir.join("warmup").join(f)).map_err(|e| {
-                                        Error::invalid_arg(format!(
-                                            "warmup '{}': cannot read {f}: {e}",
-                                            w.name
-                                        ))
-                                    })?
+                                    let data =
+                                        std::fs::read(dir.join("warmup").join(f)).map_err(|e| {
+                                            Error::invalid_arg(format!(
+                                                "warmup '{}': cannot read {f}: {e}",
+                                                w.name
+                                            ))
+                                        })?;
+                                    let need = elems * datatype_byte_size(dt) as usize;
+                                    if dt == TRITONSERVER_TYPE_BYTES {
+                                        data
+                                    } else if data.len() < need {
+                                        return Err(Error::invalid_arg(format!(
+                                            "warmup '{}' expects {need} bytes but {f} has only {}",
+                                            w.name,
+                                            data.len()
+                                        )));
+                                    } else {
+                                        data[..need].to_vec()
+                                    }
                                 }
                                 _ if dt == TRITONSERVER_TYPE_BYTES => {
                                     (0..elems).flat_map(|_| 0u32.to_le_bytes()).collect()
                                 }
+                                // Like Triton: arbitrary random bytes (may be NaN/Inf for floats).
                                 Some(Input_data_type::RandomData(true)) => {
                                     let mut v = vec![0u8; elems * datatype_byte_size(dt) as usize];
-                                    match dt {
-                                        TRITONSERVER_TYPE_FP32 => {
-                                            v.chunks_exact_mut(4).for_each(|c| {
-                                                c.copy_from_slice(
-                                                    &rng.random::<f32>().to_le_bytes(),
-                                                )
-                                            })
-                                        }
-                                        TRITONSERVER_TYPE_FP64 => {
-                                            v.chunks_exact_mut(8).for_each(|c| {
-                                                c.copy_from_slice(
-                                                    &rng.random::<f64>().to_le_bytes(),
-                                                )
-                                            })
-                                        }
-                                        TRITONSERVER_TYPE_FP16 | TRITONSERVER_TYPE_BF16 => {}
-                                        TRITONSERVER_TYPE_BOOL => {
-                                            v.iter_mut().for_each(|b| *b = rng.random_range(0..2))
-                                        }
-                                        _ => {
-                                            v.iter_mut().for_each(|b| *b = rng.random_range(0..16))
-                                        }
-                                    }
+                                    rng.fill(&mut v[..]);
                                     v
                                 }
                                 _ => vec![0u8; elems * datatype_byte_size(dt) as usize],
@@ -819,6 +809,24 @@ impl Server {
     /// not deleted yet (0 when the backend does not leak errors).
     pub fn live_errors(&self) -> i64 {
         self.shared.live_errors.load(Ordering::SeqCst)
+    }
+
+    /// Backend-owned objects not deleted yet, by C type (only non-zero counts):
+    /// `TRITONSERVER_Error`, `TRITONSERVER_Message` (from ModelConfig /
+    /// MessageNewFromSerializedJson), `TRITONSERVER_BufferAttributes`,
+    /// `TRITONBACKEND_ResponseFactory`. Objects created on threads the host does not know
+    /// (the backend's own threads) are not attributed to a server and not counted.
+    pub fn live_backend_objects(&self) -> std::collections::BTreeMap<String, i64> {
+        let mut m: std::collections::BTreeMap<String, i64> = lock(&self.shared.owned)
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        let e = self.live_errors();
+        if e != 0 {
+            m.insert("TRITONSERVER_Error".into(), e);
+        }
+        m
     }
 
     /// Buffers from `TRITONBACKEND_MemoryManagerAllocate` not freed yet.

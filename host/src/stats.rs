@@ -86,18 +86,17 @@ impl ModelStats {
         g.compute_output
             .add(s.exec_end.saturating_sub(s.compute_end));
         g.inference_count += batch.max(1);
-        g.last_inference_ms = epoch_ms();
     }
 
     pub fn failure(&self, arrival: u64) {
         let now = now_ns();
         let mut g = lock(&self.inner);
         g.fail.add(now.saturating_sub(arrival));
-        g.last_inference_ms = epoch_ms();
     }
 
     pub fn batch(&self, batch_size: u64, s: Stamps) {
         let mut g = lock(&self.inner);
+        // As in Triton, only executions move `last_inference`.
         g.execution_count += 1;
         let e = g.batch.entry(batch_size).or_default();
         e[0].add(s.compute_start.saturating_sub(s.exec_start));

@@ -72,6 +72,11 @@ fn assert_clean(s: &Server) {
         s.violations()
     );
     assert_eq!(s.live_errors(), 0, "leaked TRITONSERVER_Error objects");
+    assert!(
+        s.live_backend_objects().is_empty(),
+        "leaked: {:?}",
+        s.live_backend_objects()
+    );
 }
 
 #[test]
@@ -235,7 +240,7 @@ fn dynamic_batcher_forms_preferred_batches() {
     );
     assert_eq!(
         executes(&s),
-        vec!["mock: execute m_0 requests=4".to_string()]
+        vec!["mock: execute m_0_0 requests=4".to_string()]
     );
     let st = s.model_stats("m").unwrap();
     assert_eq!(st["model_stats"][0]["execution_count"], 1);
@@ -269,7 +274,7 @@ fn dynamic_batcher_waits_for_the_queue_delay() {
     );
     assert_eq!(
         executes(&s),
-        vec!["mock: execute m_0 requests=2".to_string()]
+        vec!["mock: execute m_0_0 requests=2".to_string()]
     );
     assert_eq!(
         s.model_stats("m").unwrap()["model_stats"][0]["batch_stats"][0]["batch_size"],
@@ -340,10 +345,10 @@ fn load_unload_reload_lifecycle() {
         events(&s),
         vec![
             "model_initialize \"m\"",
-            "instance_initialize m_0",
+            "instance_initialize m_0_0",
             "model_initialize \"m\"",
-            "instance_initialize m_0",
-            "instance_finalize m_0",
+            "instance_initialize m_0_0",
+            "instance_finalize m_0_0",
             "model_finalize",
         ]
     );
@@ -398,7 +403,9 @@ fn missing_config_is_auto_completed() {
         serde_json::json!([4])
     );
     assert_eq!(c["instance_group"][0]["kind"], "KIND_CPU");
-    assert_eq!(c["instance_group"][0]["name"], "auto_0");
+    // From the backend's preferred group, named after the model (as Triton does).
+    assert_eq!(c["instance_group"][0]["name"], "auto");
+    assert_eq!(c["instance_group"][0]["count"], 1);
     assert_eq!(c["optimization"]["input_pinned_memory"]["enable"], true);
     assert_eq!(c["version_policy"]["latest"]["num_versions"], 1);
     s.infer("auto", req("x", 4, 2)).unwrap();
@@ -481,6 +488,7 @@ fn violations_are_caught() {
         ("not_final", "COMPLETE_FINAL"),
         ("wrong_clock", "CLOCK_MONOTONIC"),
         ("unrequested_output", "not an output"),
+        ("error_with_outputs", "must carry no outputs"),
     ];
     for (kind, want) in cases {
         let (s, _repo) = misbehaving(kind);
@@ -516,7 +524,16 @@ fn leaked_errors_are_counted() {
     s.infer("m", req("x", 1, 2)).unwrap();
     s.infer("m", req("y", 1, 2)).unwrap();
     assert_eq!(s.live_errors(), 2);
+    assert_eq!(s.live_backend_objects().get("TRITONSERVER_Error"), Some(&2));
     assert!(s.violations().is_empty());
+    let (s, _repo) = misbehaving("leak_message");
+    s.load_model("m").unwrap();
+    s.infer("m", req("x", 1, 2)).unwrap();
+    assert_eq!(
+        s.live_backend_objects().get("TRITONSERVER_Message"),
+        Some(&1)
+    );
+    assert_eq!(s.live_errors(), 0);
 }
 
 #[test]
@@ -527,10 +544,44 @@ fn warmup_runs_before_ready_and_is_not_counted() {
     s.load_model("m").unwrap();
     assert_eq!(
         executes(&s),
-        vec!["mock: execute m_0 requests=2".to_string(); 2]
+        vec!["mock: execute m_0_0 requests=2".to_string(); 2]
     );
     let st = s.model_stats("m").unwrap();
     assert_eq!(st["model_stats"][0]["inference_count"], 0);
     assert_eq!(st["model_stats"][0]["execution_count"], 0);
     assert_clean(&s);
+}
+
+#[test]
+fn memory_manager_rules() {
+    let with = |how: &str| {
+        let repo = Repo::new();
+        repo.model("m", Some(&format!(
+            "{BATCHING}\nparameters {{ key: \"memory_manager\" value: {{ string_value: \"{how}\" }} }}")));
+        let s = repo.server();
+        s.load_model("m").unwrap();
+        let r = s.infer("m", req("x", 1, 2));
+        (s, r, repo)
+    };
+    let (s, r, _repo) = with("ok");
+    r.unwrap();
+    assert_clean(&s);
+    assert_eq!(s.outstanding_allocations(), 0);
+    let (s, r, _repo) = with("gpu");
+    r.unwrap();
+    assert!(s
+        .log_lines()
+        .iter()
+        .any(|l| l.msg.contains("memory manager") && l.msg.contains("no GPU")));
+    assert_clean(&s);
+    let (s, r, _repo) = with("mismatch");
+    assert!(r.is_err());
+    assert!(
+        s.violations()
+            .iter()
+            .any(|v| v.contains("allocated as CPU:0 but freed as CPU_PINNED:0")),
+        "{:?}",
+        s.violations()
+    );
+    assert_eq!(s.outstanding_allocations(), 1);
 }

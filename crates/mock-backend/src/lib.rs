@@ -4,12 +4,14 @@
 //! behaviour is selected by model config parameters:
 //!
 //! * `misbehave` (string): `none` (default), `no_response`, `no_release`, `two_responses`, `double_release`,
-//!   `stats_after_release`, `error_after_release`, `leak_errors`, `set_config_in_execute`,
+//!   `stats_after_release`, `error_after_release`, `leak_errors`, `set_config_in_execute`, `leak_message`,
 //!   `wrong_output_size`, `delete_backend_config`, `return_error` (a clean error return before
-//!   touching any request — legal), `not_final`, `wrong_clock`, `unrequested_output`.
+//!   touching any request — legal), `not_final`, `wrong_clock`, `unrequested_output`, `error_with_outputs`.
 //! * `exec_delay_ms`: sleep that long inside Execute (to observe concurrency / batching).
 //! * `set_config`: `unknown_field` or `drop_scheduler` — send such a config from
 //!   ModelInitialize (both must fail the load).
+//! * `memory_manager`: `ok` (pinned scratch allocated and freed in Execute), `mismatch`
+//!   (freed with another memory type), `gpu` (logs the allocation error).
 //! * `fail_instance`: name of an instance whose ModelInstanceInitialize fails.
 //!
 //! With auto-complete on and no inputs/outputs in the config it fills `IN`/`OUT` FP32 `[-1]`,
@@ -61,6 +63,23 @@ extern "C" {
     fn TRITONBACKEND_BackendAttributeSetParallelModelInstanceLoading(
         a: *mut TRITONBACKEND_BackendAttribute,
         on: bool,
+    ) -> Err;
+    fn TRITONBACKEND_BackendMemoryManager(
+        b: *mut TRITONBACKEND_Backend,
+        m: *mut *mut TRITONBACKEND_MemoryManager,
+    ) -> Err;
+    fn TRITONBACKEND_MemoryManagerAllocate(
+        m: *mut TRITONBACKEND_MemoryManager,
+        buf: *mut *mut c_void,
+        mt: u32,
+        id: i64,
+        n: u64,
+    ) -> Err;
+    fn TRITONBACKEND_MemoryManagerFree(
+        m: *mut TRITONBACKEND_MemoryManager,
+        buf: *mut c_void,
+        mt: u32,
+        id: i64,
     ) -> Err;
     fn TRITONBACKEND_ModelConfig(
         m: *mut TRITONBACKEND_Model,
@@ -186,6 +205,7 @@ fn check(e: Err) -> Result<(), String> {
     let msg = unsafe { CStr::from_ptr(TRITONSERVER_ErrorMessage(e)) }
         .to_string_lossy()
         .into_owned();
+    // SAFETY: live handles/strings obtained from the host just above; each object is used once.
     unsafe { TRITONSERVER_ErrorDelete(e) };
     Err(msg)
 }
@@ -219,6 +239,7 @@ fn model_config(m: *mut TRITONBACKEND_Model) -> Result<Value, String> {
     // SAFETY: live model handle; we own and delete the message.
     check(unsafe { TRITONBACKEND_ModelConfig(m, 1, &mut msg) })?;
     let v = message_json(msg);
+    // SAFETY: live handles/strings obtained from the host just above; each object is used once.
     check(unsafe { TRITONSERVER_MessageDelete(msg) })?;
     v
 }
@@ -230,6 +251,7 @@ fn set_config(m: *mut TRITONBACKEND_Model, v: &Value) -> Result<(), String> {
     check(unsafe {
         TRITONSERVER_MessageNewFromSerializedJson(&mut msg, s.as_ptr() as *const c_char, s.len())
     })?;
+    // SAFETY: live handles/strings obtained from the host just above; each object is used once.
     let r = check(unsafe { TRITONBACKEND_ModelSetConfig(m, 1, msg) });
     check(unsafe { TRITONSERVER_MessageDelete(msg) })?;
     r
@@ -237,6 +259,7 @@ fn set_config(m: *mut TRITONBACKEND_Model, v: &Value) -> Result<(), String> {
 
 struct ModelState {
     misbehave: String,
+    memory_manager: String,
     delay_ms: u64,
     batching: bool,
 }
@@ -351,6 +374,7 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut TRITONBACKEND
         }
         let st = Box::new(ModelState {
             misbehave,
+            memory_manager: param(&cfg, "memory_manager"),
             delay_ms: param(&cfg, "exec_delay_ms").parse().unwrap_or(0),
             batching: cfg["max_batch_size"].as_i64().unwrap_or(0) > 0,
         });
@@ -380,6 +404,7 @@ fn instance_name(i: *mut TRITONBACKEND_ModelInstance) -> String {
     if check(unsafe { TRITONBACKEND_ModelInstanceName(i, &mut n) }).is_err() || n.is_null() {
         return String::new();
     }
+    // SAFETY: live handles/strings obtained from the host just above; each object is used once.
     unsafe { CStr::from_ptr(n) }.to_string_lossy().into_owned()
 }
 
@@ -486,6 +511,11 @@ unsafe fn respond(req: *mut TRITONBACKEND_Request, st: &ModelState) -> Result<u6
     } else {
         TRITONSERVER_RESPONSE_COMPLETE_FINAL
     };
+    let r = if st.misbehave == "error_with_outputs" {
+        r.and_then(|_| Err("an error response that still carries OUT".to_string()))
+    } else {
+        r
+    };
     match r {
         Ok(b) => {
             check(TRITONBACKEND_ResponseSend(resp, flags, null_mut()))?;
@@ -500,6 +530,27 @@ unsafe fn respond(req: *mut TRITONBACKEND_Request, st: &ModelState) -> Result<u6
             Err(m)
         }
     }
+}
+
+unsafe fn use_memory_manager(model: *mut TRITONBACKEND_Model, how: &str) -> Result<(), String> {
+    let mut backend = null_mut();
+    check(TRITONBACKEND_ModelBackend(model, &mut backend))?;
+    let mut mm = null_mut();
+    check(TRITONBACKEND_BackendMemoryManager(backend, &mut mm))?;
+    let (alloc_type, free_type) = match how {
+        "mismatch" => (TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED),
+        "gpu" => (TRITONSERVER_MEMORY_GPU, TRITONSERVER_MEMORY_GPU),
+        _ => (
+            TRITONSERVER_MEMORY_CPU_PINNED,
+            TRITONSERVER_MEMORY_CPU_PINNED,
+        ),
+    };
+    let mut buf = null_mut();
+    check(TRITONBACKEND_MemoryManagerAllocate(
+        mm, &mut buf, alloc_type, 0, 64,
+    ))?;
+    std::ptr::write_bytes(buf as *mut u8, 7, 64);
+    check(TRITONBACKEND_MemoryManagerFree(mm, buf, free_type, 0))
 }
 
 #[no_mangle]
@@ -522,6 +573,11 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceExecute(
         let now = || clock_ns(clock);
         if st.misbehave == "return_error" {
             return new_err(TRITONSERVER_ERROR_UNAVAILABLE, "mock refuses this batch");
+        }
+        if !st.memory_manager.is_empty() {
+            if let Err(m) = use_memory_manager(model, &st.memory_manager) {
+                log(&format!("mock: memory manager: {m}"));
+            }
         }
         let reqs = std::slice::from_raw_parts(requests, count as usize).to_vec();
         let exec_start = now();
@@ -605,6 +661,10 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceExecute(
         match st.misbehave.as_str() {
             "error_after_release" => {
                 return new_err(TRITONSERVER_ERROR_INTERNAL, "failing after release")
+            }
+            "leak_message" => {
+                let mut msg = null_mut();
+                let _ = check(TRITONBACKEND_ModelConfig(model, 1, &mut msg));
             }
             "leak_errors" => {
                 let _leaked = new_err(TRITONSERVER_ERROR_INTERNAL, "this error is never deleted");

@@ -11,9 +11,31 @@ use crate::handles::{self, Kind};
 use crate::objects::{BufAttrObj, ErrorObj, MessageObj};
 use crate::rules::{self, lock, LogLine};
 
-/// Register a message holding `json`.
-pub(crate) fn message_new(json: String, borrowed: bool) -> usize {
-    handles::register(Kind::Message, Arc::new(MessageObj::new(json, borrowed)))
+/// Register a message holding `json`. Backend-owned messages (`!borrowed`) count as live
+/// objects of the server of this thread (or `owner`) until TRITONSERVER_MessageDelete.
+pub(crate) fn message_new(
+    json: String,
+    borrowed: bool,
+    owner: Option<Arc<crate::rules::Shared>>,
+) -> usize {
+    let owner = if borrowed {
+        None
+    } else {
+        owner.or_else(rules::current)
+    };
+    if let Some(o) = &owner {
+        o.owned_add("TRITONSERVER_Message", 1);
+    }
+    let mut bytes = json.into_bytes();
+    bytes.push(0);
+    handles::register(
+        Kind::Message,
+        Arc::new(MessageObj {
+            json: bytes,
+            borrowed,
+            owner,
+        }),
+    )
 }
 
 /// The JSON text of a message handle.
@@ -222,7 +244,7 @@ exports! {
             .map_err(|e| Error::invalid_arg(format!("message is not UTF-8: {e}")))?;
         serde_json::from_str::<serde_json::Value>(text)
             .map_err(|e| Error::invalid_arg(format!("failed to parse the message as JSON: {e}")))?;
-        out(message, message_new(text.to_string(), false) as *mut TRITONSERVER_Message, f, "message")
+        out(message, message_new(text.to_string(), false, None) as *mut TRITONSERVER_Message, f, "message")
     }
 
     fn TRITONSERVER_MessageDelete(message: *mut TRITONSERVER_Message) {
@@ -235,6 +257,9 @@ exports! {
             return Err(Error::invalid_arg(msg));
         }
         handles::kill(message as usize, "deleted", None);
+        if let Some(o) = &m.owner {
+            o.owned_add("TRITONSERVER_Message", -1);
+        }
         Ok(())
     }
 
@@ -265,9 +290,13 @@ exports! {
     }
 
     fn TRITONSERVER_BufferAttributesNew(attrs: *mut *mut TRITONSERVER_BufferAttributes) {
+        let owner = rules::current();
+        if let Some(o) = &owner {
+            o.owned_add("TRITONSERVER_BufferAttributes", 1);
+        }
         let h = handles::register(
             Kind::BufferAttributes,
-            Arc::new(BufAttrObj { attr: Default::default(), borrowed: false }),
+            Arc::new(BufAttrObj { attr: Default::default(), borrowed: false, owner }),
         );
         out(attrs, h as *mut TRITONSERVER_BufferAttributes, "TRITONSERVER_BufferAttributesNew", "attrs")
     }
@@ -281,6 +310,9 @@ exports! {
             return Err(Error::invalid_arg(msg));
         }
         handles::kill(attrs as usize, "deleted", None);
+        if let Some(o) = &a.owner {
+            o.owned_add("TRITONSERVER_BufferAttributes", -1);
+        }
         Ok(())
     }
 

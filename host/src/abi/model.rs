@@ -89,7 +89,7 @@ exports! {
                 "model configuration version {config_version} is not supported, only version 1")));
         }
         let json = config::to_json(&mo.config())?.to_string();
-        out(cfg, message_new(json, false) as *mut TRITONSERVER_Message, f, "model_config")
+        out(cfg, message_new(json, false, Some(mo.shared.clone())) as *mut TRITONSERVER_Message, f, "model_config")
     }
 
     fn TRITONBACKEND_ModelAutoCompleteConfig(m: *mut TRITONBACKEND_Model, ac: *mut bool) {

@@ -294,6 +294,7 @@ exports! {
                     cuda_ipc_handle: 0,
                 }),
                 borrowed: true,
+                owner: None,
             }))
         });
         out(buffer, c.ptr() as *const c_void, f, "buffer")?;

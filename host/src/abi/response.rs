@@ -227,6 +227,7 @@ exports! {
                 cuda_ipc_handle: 0,
             }),
             borrowed: true,
+            owner: None,
         })));
         out(attrs, h as *mut TRITONSERVER_BufferAttributes, f, "buffer_attributes")
     }
@@ -327,6 +328,7 @@ exports! {
     fn TRITONBACKEND_ResponseFactoryNew(factory: *mut *mut TRITONBACKEND_ResponseFactory, r: *mut TRITONBACKEND_Request) {
         let f = "TRITONBACKEND_ResponseFactoryNew";
         let req = request(r, f)?;
+        req.model.shared.owned_add("TRITONBACKEND_ResponseFactory", 1);
         let h = handles::register(Kind::ResponseFactory, Arc::new(FactoryObj { request: req }));
         out(factory, h as *mut TRITONBACKEND_ResponseFactory, f, "factory")
     }
@@ -335,6 +337,7 @@ exports! {
         let f = "TRITONBACKEND_ResponseFactoryDelete";
         let fa: Arc<FactoryObj> = handles::get(factory as usize, Kind::ResponseFactory, f)?;
         handles::kill(factory as usize, "deleted", Some(&fa.request));
+        fa.request.model.shared.owned_add("TRITONBACKEND_ResponseFactory", -1);
         Ok(())
     }
 

@@ -169,3 +169,25 @@ mod tests {
         assert!(from_json(r#"{"name":"m","bogus":1}"#).is_err());
     }
 }
+
+#[cfg(test)]
+mod oneof_tests {
+    use super::*;
+    use crate::config::pbtxt;
+
+    #[test]
+    fn oneof_members_print_only_when_set() {
+        let c: ModelConfig = pbtxt::parse(
+            r#"model_warmup [ { name: "w" batch_size: 1 inputs { key: "I" value: { data_type: TYPE_FP32 dims: [ 2 ] zero_data: false } } } ]"#,
+        )
+        .unwrap();
+        let j = to_json(&c).unwrap();
+        let i = &j["model_warmup"][0]["inputs"]["I"];
+        eprintln!("{i}");
+        assert_eq!(i["zero_data"], false);
+        assert!(i.get("random_data").is_none(), "{i}");
+        assert!(i.get("input_data_file").is_none(), "{i}");
+        assert_eq!(i["dims"], serde_json::json!([2]));
+        assert_eq!(from_json(&j.to_string()).unwrap(), c);
+    }
+}

@@ -138,50 +138,7 @@ pub fn normalize(
         l.num_versions = 1;
         cfg.version_policy.mut_or_insert_default().set_latest(l);
     }
-    if cfg.instance_group.is_empty() {
-        if preferred.is_empty() {
-            cfg.instance_group.push(ModelInstanceGroup::new());
-        }
-        for p in preferred {
-            let mut g = ModelInstanceGroup::new();
-            g.kind = match p.kind {
-                TRITONSERVER_INSTANCEGROUPKIND_CPU => GroupKind::KIND_CPU,
-                TRITONSERVER_INSTANCEGROUPKIND_GPU => GroupKind::KIND_GPU,
-                TRITONSERVER_INSTANCEGROUPKIND_MODEL => GroupKind::KIND_MODEL,
-                _ => GroupKind::KIND_AUTO,
-            }
-            .into();
-            g.count = p.count as i32;
-            g.gpus = p.device_ids.iter().map(|d| *d as i32).collect();
-            // A GPU preference cannot be honoured without GPUs: fall back as Triton does.
-            if gpu_count == 0 && g.kind.enum_value_or_default() == GroupKind::KIND_GPU {
-                continue;
-            }
-            cfg.instance_group.push(g);
-        }
-        if cfg.instance_group.is_empty() {
-            cfg.instance_group.push(ModelInstanceGroup::new());
-        }
-    }
-    for (i, g) in cfg.instance_group.iter_mut().enumerate() {
-        if g.name.is_empty() {
-            g.name = format!("{model_name}_{i}");
-        }
-        if g.count < 1 {
-            g.count = 1;
-        }
-        if g.kind.enum_value_or_default() == GroupKind::KIND_AUTO {
-            g.kind = if gpu_count > 0 {
-                GroupKind::KIND_GPU
-            } else {
-                GroupKind::KIND_CPU
-            }
-            .into();
-        }
-        if g.kind.enum_value_or_default() == GroupKind::KIND_GPU && g.gpus.is_empty() {
-            g.gpus = (0..gpu_count as i32).collect();
-        }
-    }
+    normalize_instance_groups(cfg, gpu_count, preferred);
     let opt = cfg.optimization.mut_or_insert_default();
     if opt.input_pinned_memory.is_none() {
         opt.input_pinned_memory.mut_or_insert_default().enable = true;
@@ -198,15 +155,104 @@ pub fn normalize(
     Ok(())
 }
 
+fn group_kind(k: u32) -> GroupKind {
+    match k {
+        TRITONSERVER_INSTANCEGROUPKIND_CPU => GroupKind::KIND_CPU,
+        TRITONSERVER_INSTANCEGROUPKIND_GPU => GroupKind::KIND_GPU,
+        TRITONSERVER_INSTANCEGROUPKIND_MODEL => GroupKind::KIND_MODEL,
+        _ => GroupKind::KIND_AUTO,
+    }
+}
+
+/// Triton's instance-group normalization: a missing group comes from the backend's first
+/// usable preferred group (named after the model), then names, kinds, counts and GPUs are
+/// filled in.
+fn normalize_instance_groups(
+    cfg: &mut ModelConfig,
+    gpu_count: usize,
+    preferred: &[PreferredGroup],
+) {
+    let supported: Vec<i32> = (0..gpu_count as i32).collect();
+    if cfg.instance_group.is_empty() {
+        let mut g = ModelInstanceGroup::new();
+        g.name = cfg.name.clone();
+        for pg in preferred {
+            let kind = group_kind(pg.kind);
+            match kind {
+                GroupKind::KIND_GPU => {
+                    if supported.is_empty() {
+                        continue;
+                    }
+                    g.gpus = pg
+                        .device_ids
+                        .iter()
+                        .map(|d| *d as i32)
+                        .filter(|d| supported.contains(d))
+                        .collect();
+                }
+                GroupKind::KIND_AUTO => g.gpus = pg.device_ids.iter().map(|d| *d as i32).collect(),
+                _ => {}
+            }
+            g.kind = kind.into();
+            g.count = pg.count as i32;
+            break;
+        }
+        cfg.instance_group.push(g);
+    }
+    let model = cfg.name.clone();
+    for (i, g) in cfg.instance_group.iter_mut().enumerate() {
+        if g.name.is_empty() {
+            g.name = format!("{model}_{i}");
+        }
+        if g.kind.enum_value_or_default() == GroupKind::KIND_AUTO {
+            let cpu = supported.is_empty() || g.gpus.iter().any(|d| !supported.contains(d));
+            g.kind = if cpu {
+                GroupKind::KIND_CPU
+            } else {
+                GroupKind::KIND_GPU
+            }
+            .into();
+        }
+        let kind = g.kind.enum_value_or_default();
+        for pg in preferred {
+            if group_kind(pg.kind) != kind {
+                continue;
+            }
+            if kind == GroupKind::KIND_GPU && g.gpus.is_empty() && !pg.device_ids.is_empty() {
+                g.gpus = pg
+                    .device_ids
+                    .iter()
+                    .map(|d| *d as i32)
+                    .filter(|d| supported.contains(d))
+                    .collect();
+                if g.gpus.is_empty() {
+                    continue;
+                }
+            }
+            if g.count < 1 && pg.count > 0 {
+                g.count = pg.count as i32;
+            }
+        }
+        if g.count < 1 {
+            g.count = 1;
+        }
+        if kind == GroupKind::KIND_GPU && g.gpus.is_empty() {
+            g.gpus = supported.clone();
+        }
+    }
+}
+
 /// Take over from a config sent with `TRITONBACKEND_ModelSetConfig` what Triton takes over.
 pub fn merge_set_config(current: &ModelConfig, new: ModelConfig) -> Result<ModelConfig> {
     let mut out = current.clone();
     out.input = new.input;
     out.output = new.output;
     out.max_batch_size = new.max_batch_size;
-    out.model_transaction_policy
-        .mut_or_insert_default()
-        .decoupled = new.model_transaction_policy.decoupled;
+    if let Some(p) = new.model_transaction_policy.as_ref() {
+        out.model_transaction_policy
+            .mut_or_insert_default()
+            .decoupled = p.decoupled;
+    }
     let which = |s: &Option<Scheduling_choice>| match s {
         None => "none",
         Some(Scheduling_choice::DynamicBatching(_)) => "dynamic_batching",
@@ -224,7 +270,10 @@ pub fn merge_set_config(current: &ModelConfig, new: ModelConfig) -> Result<Model
             current.name
         )));
     }
-    out.scheduling_choice = new.scheduling_choice;
+    // A scheduler is taken only when none was configured; the same kind keeps the old settings.
+    if a == "none" {
+        out.scheduling_choice = new.scheduling_choice;
+    }
     Ok(out)
 }
 
@@ -238,10 +287,6 @@ fn check_dims(model: &str, what: &str, name: &str, dims: &[i64]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn elements(dims: &[i64]) -> Option<i64> {
-    dims.iter().try_fold(1i64, |a, d| (*d >= 0).then(|| a * d))
 }
 
 /// Triton's validation of the final config (after ModelInitialize); errors fail the load.
@@ -258,11 +303,24 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
             cfg.max_batch_size
         )));
     }
+    let plan = cfg.platform == "tensorrt_plan";
     let mut names = HashSet::new();
     for i in &cfg.input {
-        if i.name.is_empty() {
+        let io = Io {
+            what: "input",
+            name: &i.name,
+            dtype: i.data_type.enum_value_or_default(),
+            dims: &i.dims,
+            reshape: i.reshape.as_ref().map(|r| r.shape.as_slice()),
+            shape_tensor: i.is_shape_tensor,
+            non_linear: i.is_non_linear_format_io,
+        };
+        validate_io(cfg, &io, plan)?;
+        let fmt = i.format.enum_value_or_default();
+        if fmt != proto::model_input::Format::FORMAT_NONE && i.dims.len() != 3 {
             return Err(Error::invalid_arg(format!(
-                "model '{m}': an input has no name"
+                "model '{m}', input '{}': NHWC/NCHW format requires 3 dims",
+                i.name
             )));
         }
         if !names.insert(i.name.clone()) {
@@ -271,51 +329,24 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
                 i.name
             )));
         }
-        if i.data_type.enum_value_or_default() == DataType::TYPE_INVALID {
-            return Err(Error::invalid_arg(format!(
-                "model '{m}', input '{}': must specify a valid 'data_type'",
-                i.name
-            )));
-        }
-        if i.dims.is_empty() && i.reshape.is_none() && !i.is_shape_tensor {
-            return Err(Error::invalid_arg(format!(
-                "model '{m}', input '{}': must specify 'dims'",
-                i.name
-            )));
-        }
-        check_dims(m, "input", &i.name, &i.dims)?;
-        if let Some(r) = i.reshape.as_ref() {
-            check_reshape(m, "input", &i.name, &i.dims, &r.shape)?;
-        }
     }
     let mut names = HashSet::new();
     for o in &cfg.output {
-        if o.name.is_empty() {
-            return Err(Error::invalid_arg(format!(
-                "model '{m}': an output has no name"
-            )));
-        }
+        let io = Io {
+            what: "output",
+            name: &o.name,
+            dtype: o.data_type.enum_value_or_default(),
+            dims: &o.dims,
+            reshape: o.reshape.as_ref().map(|r| r.shape.as_slice()),
+            shape_tensor: o.is_shape_tensor,
+            non_linear: o.is_non_linear_format_io,
+        };
+        validate_io(cfg, &io, plan)?;
         if !names.insert(o.name.clone()) {
             return Err(Error::invalid_arg(format!(
                 "model '{m}': duplicate output '{}'",
                 o.name
             )));
-        }
-        if o.data_type.enum_value_or_default() == DataType::TYPE_INVALID {
-            return Err(Error::invalid_arg(format!(
-                "model '{m}', output '{}': must specify a valid 'data_type'",
-                o.name
-            )));
-        }
-        if o.dims.is_empty() && o.reshape.is_none() && !o.is_shape_tensor {
-            return Err(Error::invalid_arg(format!(
-                "model '{m}', output '{}': must specify 'dims'",
-                o.name
-            )));
-        }
-        check_dims(m, "output", &o.name, &o.dims)?;
-        if let Some(r) = o.reshape.as_ref() {
-            check_reshape(m, "output", &o.name, &o.dims, &r.shape)?;
         }
     }
     match &cfg.scheduling_choice {
@@ -324,6 +355,27 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
                 return Err(Error::invalid_arg(format!(
                     "model '{m}': dynamic batching requires 'max_batch_size' > 0"
                 )));
+            }
+            let levels = db.priority_levels;
+            if levels != 0 {
+                if db.default_priority_level == 0 || db.default_priority_level > levels {
+                    return Err(Error::invalid_arg(format!(
+                        "model '{m}': default priority level must be in range [1, {levels}]")));
+                }
+                if db.priority_queue_policy.keys().any(|k| *k == 0 || *k > levels) {
+                    return Err(Error::invalid_arg(format!(
+                        "model '{m}': priority queue policy must have priority level in range [1, {levels}]")));
+                }
+            }
+            if db.preserve_ordering {
+                use proto::model_queue_policy::TimeoutAction;
+                let delays = |p: &proto::ModelQueuePolicy| p.default_timeout_microseconds != 0
+                    && p.timeout_action.enum_value_or_default() == TimeoutAction::DELAY;
+                if levels > 1 || db.default_queue_policy.as_ref().is_some_and(delays)
+                    || db.priority_queue_policy.values().any(delays) {
+                    return Err(Error::invalid_arg(format!(
+                        "model '{m}': 'preserve_ordering' allows one priority level and no DELAY timeout action")));
+                }
             }
             for p in &db.preferred_batch_size {
                 if *p < 1 || *p > cfg.max_batch_size {
@@ -347,8 +399,18 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
             "model '{m}': decoupled models are not supported by the test host"
         )));
     }
+    if cfg.instance_group.is_empty() {
+        return Err(Error::invalid_arg(format!(
+            "must specify one or more 'instance group's for {m}"
+        )));
+    }
     for g in &cfg.instance_group {
         let kind = g.kind.enum_value_or_default();
+        if !g.profile.is_empty() && !plan {
+            return Err(Error::invalid_arg(format!(
+                "instance group '{}' of model '{m}' specifies 'profile', which Triton supports only for \
+                 platform tensorrt_plan", g.name)));
+        }
         if g.count < 1 {
             return Err(Error::invalid_arg(format!(
                 "instance group '{}' of model '{m}' must have count >= 1",
@@ -412,12 +474,87 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_reshape(m: &str, what: &str, name: &str, dims: &[i64], shape: &[i64]) -> Result<()> {
-    if let (Some(a), Some(b)) = (elements(dims), elements(shape)) {
-        if a != b {
+struct Io<'a> {
+    what: &'static str,
+    name: &'a str,
+    dtype: DataType,
+    dims: &'a [i64],
+    reshape: Option<&'a [i64]>,
+    shape_tensor: bool,
+    non_linear: bool,
+}
+
+/// Products of the fixed dimensions between variable (-1) ones.
+fn segments(dims: &[i64]) -> Vec<i64> {
+    let mut out = vec![1i64];
+    for d in dims {
+        if *d == -1 {
+            out.push(1);
+        } else if let Some(l) = out.last_mut() {
+            *l *= d;
+        }
+    }
+    out
+}
+
+/// Triton's per-tensor checks (ValidateIOShape and friends).
+fn validate_io(cfg: &ModelConfig, io: &Io, plan: bool) -> Result<()> {
+    let (m, what, name) = (cfg.name.as_str(), io.what, io.name);
+    if name.is_empty() {
+        return Err(Error::invalid_arg(format!(
+            "model '{m}': model {what} must specify 'name'"
+        )));
+    }
+    if io.dtype == DataType::TYPE_INVALID {
+        return Err(Error::invalid_arg(format!(
+            "model '{m}', {what} '{name}': must specify 'data_type'"
+        )));
+    }
+    if io.dims.is_empty() {
+        return Err(Error::invalid_arg(format!(
+            "model '{m}', {what} '{name}': must specify 'dims'"
+        )));
+    }
+    check_dims(m, what, name, io.dims)?;
+    if let Some(r) = io.reshape {
+        if r.is_empty() && cfg.max_batch_size == 0 {
             return Err(Error::invalid_arg(format!(
-                "model '{m}', {what} '{name}': reshape {shape:?} has {b} elements but dims \
-                 {dims:?} have {a}"
+                "model '{m}', {what} '{name}': cannot have an empty reshape for a non-batching model")));
+        }
+        check_dims(m, what, &format!("{name}' reshape '"), r)?;
+        let count = |d: &[i64]| {
+            if d.contains(&-1) {
+                -1
+            } else {
+                d.iter().product::<i64>()
+            }
+        };
+        let (a, b) = (count(io.dims), if r.is_empty() { 0 } else { count(r) });
+        let empty_ok = b == 0 && a == 1;
+        if a != b && !empty_ok {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', {what} '{name}': dims {:?} and reshape {r:?} have different sizes",
+                io.dims
+            )));
+        }
+        if a == -1 && segments(io.dims) != segments(r) {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', {what} '{name}': dims {:?} and reshape {r:?} differ around their variable-size dimensions",
+                io.dims)));
+        }
+    }
+    if io.shape_tensor && !plan {
+        return Err(Error::invalid_arg(format!(
+            "model '{m}', {what} '{name}': shape tensors are only supported for the TensorRT platform")));
+    }
+    if io.non_linear {
+        if !plan {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', {what} '{name}': non-linear IO format is only supported for the TensorRT platform")));
+        }
+        if io.dims.len() != 3 {
+            return Err(Error::invalid_arg(format!(
+                "model '{m}', {what} '{name}': non-linear IO format requires 3 dims"
             )));
         }
     }
@@ -462,6 +599,38 @@ mod tests {
         assert_eq!(c.instance_group[1].name, "m_1");
         assert!(c.optimization.input_pinned_memory.enable);
         assert_eq!(c.dynamic_batching().preferred_batch_size, vec![8]);
+        // No instance_group: the backend's first usable preferred group, named after the model.
+        let pref = [
+            PreferredGroup {
+                kind: TRITONSERVER_INSTANCEGROUPKIND_GPU,
+                count: 3,
+                device_ids: vec![],
+            },
+            PreferredGroup {
+                kind: TRITONSERVER_INSTANCEGROUPKIND_CPU,
+                count: 2,
+                device_ids: vec![],
+            },
+        ];
+        let mut p = cfg("max_batch_size: 1");
+        normalize(&mut p, "m", "mock", 0, &pref).unwrap();
+        assert_eq!(p.instance_group.len(), 1);
+        assert_eq!(p.instance_group[0].name, "m");
+        assert_eq!(p.instance_group[0].count, 2);
+        assert_eq!(
+            p.instance_group[0].kind.enum_value_or_default(),
+            GroupKind::KIND_CPU
+        );
+        let mut p = cfg("max_batch_size: 1");
+        normalize(&mut p, "m", "mock", 2, &pref).unwrap();
+        assert_eq!(p.instance_group[0].count, 3);
+        assert_eq!(p.instance_group[0].gpus, vec![0, 1]);
+        let mut ok_reshape = cfg(
+            r#"name: "m" max_batch_size: 1 instance_group [ { kind: KIND_CPU } ]
+            input [ { name: "I" data_type: TYPE_FP32 dims: [ 2, 4, -1, 6 ] reshape { shape: [ 8, -1, 1, 6 ] } } ]"#,
+        );
+        normalize(&mut ok_reshape, "m", "mock", 0, &[]).unwrap();
+        validate(&ok_reshape, 0).unwrap();
         let mut bad = cfg(r#"name: "x""#);
         assert!(normalize(&mut bad, "m", "mock", 0, &[]).is_err());
         let mut other = cfg(r#"backend: "onnxruntime""#);
@@ -481,7 +650,8 @@ mod tests {
         assert_eq!(out.max_batch_size, 4);
         assert_eq!(out.input.len(), 1);
         assert_eq!(out.parameters.len(), 1);
-        assert_eq!(out.dynamic_batching().max_queue_delay_microseconds, 5);
+        // Same scheduler kind: Triton keeps the configured settings.
+        assert_eq!(out.dynamic_batching().max_queue_delay_microseconds, 0);
         new.scheduling_choice = None;
         assert_eq!(
             merge_set_config(&cur, new).unwrap_err().code,
@@ -507,6 +677,19 @@ mod tests {
             ),
             ok.replace("KIND_CPU", "KIND_GPU"),
             ok.replace("\"O\"", "\"I\"").replace("output", "input"),
+            ok.replace("dims: [ 2 ] }", "dims: [ 2 ] is_shape_tensor: true }"),
+            ok.replace("dims: [ 2 ] }", "dims: [ 2 ] reshape { shape: [ 3 ] } }"),
+            ok.replace(
+                "dims: [ -1 ] }",
+                "dims: [ -1, 4 ] reshape { shape: [ 2, -1, 2 ] } }",
+            ),
+            ok.replace("max_batch_size: 4", "max_batch_size: 0")
+                .replace("dims: [ 2 ] }", "dims: [ 1 ] reshape { } }"),
+            ok.replace("count: 1", "count: 1 profile: [ \"0\" ]"),
+            ok.replace(
+                "TYPE_FP32 dims: [ -1 ]",
+                "TYPE_FP32 format: FORMAT_NCHW dims: [ -1 ]",
+            ),
         ] {
             assert!(validate(&cfg(&bad), 0).is_err(), "{bad}");
         }

@@ -1,0 +1,132 @@
+//! The `rusttrt run` command against the mock backend.
+
+use std::process::Command;
+
+fn mock_lib() -> std::path::PathBuf {
+    rusttrt_host::testing::find_or_build_cdylib("mock-backend", "triton_mockbackend")
+}
+
+fn repo() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("m/1")).unwrap();
+    std::fs::write(
+        d.path().join("m/config.pbtxt"),
+        r#"backend: "mockbackend"
+max_batch_size: 8
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+dynamic_batching { }
+instance_group [ { kind: KIND_CPU count: 2 } ]
+"#,
+    )
+    .unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rusttrt"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.success(),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_reports_outputs_throughput_and_stats() {
+    let d = repo();
+    let lib = mock_lib();
+    let (ok, v, err) = run(&[
+        "run",
+        "--model-repository",
+        d.path().to_str().unwrap(),
+        "--model",
+        "m",
+        "--backend-lib",
+        lib.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--requests",
+        "6",
+        "--concurrency",
+        "3",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(v["requests"], 6);
+    assert_eq!(v["outputs"][0]["name"], "OUT");
+    assert_eq!(v["outputs"][0]["shape"], serde_json::json!([2, 4]));
+    assert!(v["infer_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(v["items_per_sec"].as_f64().unwrap() >= v["infer_per_sec"].as_f64().unwrap());
+    assert_eq!(
+        v["stats"]["model_stats"][0]["inference_stats"]["success"]["count"],
+        6
+    );
+    assert_eq!(v["stats"]["model_stats"][0]["inference_count"], 12);
+    assert_eq!(v["violations"], serde_json::json!([]));
+}
+
+#[test]
+fn run_with_a_raw_input_file() {
+    let d = repo();
+    let vals: Vec<f32> = vec![1.5, -2.0, 3.25, 4.0];
+    let f = d.path().join("in.bin");
+    std::fs::write(
+        &f,
+        vals.iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let lib = mock_lib();
+    let (ok, v, err) = run(&[
+        "run",
+        "--model-repository",
+        d.path().to_str().unwrap(),
+        "--model",
+        "m",
+        "--backend-lib",
+        lib.to_str().unwrap(),
+        "--input",
+        f.to_str().unwrap(),
+        "--requests",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        v["outputs"][0]["first"],
+        serde_json::json!([1.5, -2.0, 3.25, 4.0])
+    );
+    assert_eq!(v["outputs"][0]["min"], -2.0);
+    assert_eq!(v["outputs"][0]["max"], 4.0);
+    // A file of the wrong size is rejected by Triton's normalization.
+    std::fs::write(&f, [0u8; 12]).unwrap();
+    let (ok, _, err) = run(&[
+        "run",
+        "--model-repository",
+        d.path().to_str().unwrap(),
+        "--model",
+        "m",
+        "--backend-lib",
+        lib.to_str().unwrap(),
+        "--input",
+        f.to_str().unwrap(),
+        "--requests",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("byte size mismatch"), "{err}");
+}
+
+#[test]
+fn unimplemented_subcommands_say_so() {
+    let (ok, _, err) = run(&["inspect"]);
+    assert!(!ok);
+    assert!(err.contains("not implemented yet"), "{err}");
+}
