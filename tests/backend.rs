@@ -525,12 +525,15 @@ fn gpu_instance_without_cuda_fails_its_load_clearly() {
     }
     let repo = Repo::new();
     repo.add(
-        "g",
+        "tiny_clip",
         &tiny_clip_dir(),
         Some(&tiny_clip_config().replace("KIND_CPU", "KIND_GPU")),
     );
-    let server = server_with(&repo, &[], |o| o.gpu_count = 1);
-    let e = match server.load_model("g") {
+    let server = server_with(&repo, &[], |o| {
+        o.gpu_count = 1;
+        o.gpus_without_driver = true;
+    });
+    let e = match server.load_model("tiny_clip") {
         Ok(()) => panic!("a KIND_GPU instance loaded without CUDA"),
         Err(e) => e.to_string(),
     };

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 fn fp16_config(extra: &str) -> String {
-    tiny_clip_config().replace("string_value: \"FP32\"", "string_value: \"FP16\"").replace("name: \"tiny_clip\"\n", "")
+    tiny_clip_config()
+        .replace("string_value: \"FP32\"", "string_value: \"FP16\"")
+        .replace("name: \"tiny_clip\"\n", "")
         + extra
 }
 
@@ -60,7 +62,10 @@ fn a_second_load_hits_the_cache_and_serves_the_same_engine() {
     assert_eq!(builds(&b), 0, "{:#?}", b.log_lines());
     assert_eq!(log_matching(&b, "engine cache hit").len(), 1);
     let second = b.infer("m", request("b", c)).unwrap();
-    assert_eq!(first.outputs[0].bytes, second.outputs[0].bytes, "the cached engine computes the same");
+    assert_eq!(
+        first.outputs[0].bytes, second.outputs[0].bytes,
+        "the cached engine computes the same"
+    );
     println!("load with build: {build_load:?}; load with cache hit: {hit_load:?}");
     assert_clean(&b);
 }
@@ -75,9 +80,17 @@ fn model_bytes_options_and_batch_profile_change_the_key() {
     // Same model, another name: same content key, a hit.
     repo.add("same", &tiny_clip_dir(), Some(&fp16_config("")));
     s.load_model("same").unwrap();
-    assert_eq!(builds(&s), 1, "a model with identical bytes shares the engine");
+    assert_eq!(
+        builds(&s),
+        1,
+        "a model with identical bytes shares the engine"
+    );
     // max_batch_size (the profile) changes the key.
-    std::fs::write(repo.path().join("m/config.pbtxt"), fp16_config("").replace("max_batch_size: 32", "max_batch_size: 16")).unwrap();
+    std::fs::write(
+        repo.path().join("m/config.pbtxt"),
+        fp16_config("").replace("max_batch_size: 32", "max_batch_size: 16"),
+    )
+    .unwrap();
     s.load_model("m").unwrap();
     assert_eq!(builds(&s), 2, "batch profile change must rebuild");
     // A build option changes the key.
@@ -114,9 +127,21 @@ fn corrupt_truncated_or_foreign_entries_are_rebuilt_with_a_warning() {
     }
     let entry = entries(&cache).pop().expect("an entry was stored");
     let damage: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 3] = [
-        ("flipped byte", Box::new(|b: &mut Vec<u8>| { let n = b.len() - 10; b[n] ^= 1 })),
-        ("truncated", Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2))),
-        ("foreign header", Box::new(|b: &mut Vec<u8>| b[..8].copy_from_slice(b"NOTOURS!"))),
+        (
+            "flipped byte",
+            Box::new(|b: &mut Vec<u8>| {
+                let n = b.len() - 10;
+                b[n] ^= 1
+            }),
+        ),
+        (
+            "truncated",
+            Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)),
+        ),
+        (
+            "foreign header",
+            Box::new(|b: &mut Vec<u8>| b[..8].copy_from_slice(b"NOTOURS!")),
+        ),
     ];
     for (what, f) in damage {
         let mut bytes = std::fs::read(&entry).unwrap();
@@ -125,8 +150,11 @@ fn corrupt_truncated_or_foreign_entries_are_rebuilt_with_a_warning() {
         let s = server(&repo);
         s.load_model("m").unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(builds(&s), 1, "{what}: rebuilt");
-        let warned = s.log_lines().iter().any(|l| l.level == "WARN" && l.msg.contains(&entry.file_name().unwrap().to_string_lossy()[..16]))
-            || !log_matching(&s, "unusable").is_empty();
+        let warned = s.log_lines().iter().any(|l| {
+            l.level == "WARN"
+                && l.msg
+                    .contains(&entry.file_name().unwrap().to_string_lossy()[..16])
+        }) || !log_matching(&s, "unusable").is_empty();
         assert!(warned, "{what}: no warning: {:#?}", s.log_lines());
         let again = server(&repo);
         again.load_model("m").unwrap();
@@ -144,13 +172,28 @@ fn an_unusable_cache_location_falls_back_with_a_warning() {
     std::fs::write(&blocked, b"x").unwrap();
     let s = server_with(&repo, &[], |o| {
         o.backend_config.retain(|(k, _)| k != "cache-dir");
-        o.backend_config.push(("cache-dir".into(), blocked.display().to_string()));
+        o.backend_config
+            .push(("cache-dir".into(), blocked.display().to_string()));
     });
     s.load_model("m").expect("serves anyway");
-    assert!(s.log_lines().iter().any(|l| l.level == "WARN" && l.msg.contains("not-a-dir")), "{:#?}", s.log_lines());
-    assert_eq!(entries(&repo.path().join("m/.rusttrt-cache")).len(), 1, "stored beside the model instead");
+    assert!(
+        s.log_lines()
+            .iter()
+            .any(|l| l.level == "WARN" && l.msg.contains("not-a-dir")),
+        "{:#?}",
+        s.log_lines()
+    );
+    assert_eq!(
+        entries(&repo.path().join("m/.rusttrt-cache")).len(),
+        1,
+        "stored beside the model instead"
+    );
     let cases = cases(&root().join("tests/data/tiny_clip_cases.json"));
-    assert!(s.infer("m", request("x", &cases.cases[0])).unwrap().error.is_none());
+    assert!(s
+        .infer("m", request("x", &cases.cases[0]))
+        .unwrap()
+        .error
+        .is_none());
     assert_clean(&s);
 }
 
@@ -159,7 +202,14 @@ fn eviction_holds_the_size_cap() {
     let repo = Repo::new();
     let cache = repo.path().join("cache");
     let s = server_with(&repo, &[("cache-max-size", "700K")], |_| {});
-    for (i, ops) in ["LayerNormalization,Softmax", "LayerNormalization,Softmax,Erf", "LayerNormalization"].iter().enumerate() {
+    for (i, ops) in [
+        "LayerNormalization,Softmax",
+        "LayerNormalization,Softmax,Erf",
+        "LayerNormalization",
+    ]
+    .iter()
+    .enumerate()
+    {
         let name = format!("m{i}");
         repo.add(&name, &tiny_clip_dir(), Some(&fp16_config(&format!("parameters {{ key: \"fp16_keep_fp32_ops\" value: {{ string_value: \"{ops}\" }} }}\n"))));
         s.load_model(&name).unwrap();
@@ -167,7 +217,11 @@ fn eviction_holds_the_size_cap() {
     assert_eq!(builds(&s), 3);
     let files = entries(&cache);
     let total: u64 = walk_size(&cache);
-    assert!(total <= 700 * 1024, "cache holds {total} bytes over the 700K cap ({} entries)", files.len());
+    assert!(
+        total <= 700 * 1024,
+        "cache holds {total} bytes over the 700K cap ({} entries)",
+        files.len()
+    );
     assert!(files.len() < 3, "nothing was evicted");
     assert_clean(&s);
 }
@@ -191,7 +245,11 @@ fn fp16_outputs_of_the_bundled_model_stay_within_tolerance() {
     repo.add("m", &tiny_clip_dir(), Some(&fp16_config("")));
     let s = server(&repo);
     s.load_model("m").unwrap();
-    assert!(!log_matching(&s, "serving FP16").is_empty(), "{:#?}", s.log_lines());
+    assert!(
+        !log_matching(&s, "serving FP16").is_empty(),
+        "{:#?}",
+        s.log_lines()
+    );
     let cases = cases(&root().join("tests/data/tiny_clip_cases.json"));
     let (atol, rtol, min_cos) = cases.fp16.expect("fp16 tolerance in the cases file");
     for c in &cases.cases {
@@ -213,11 +271,21 @@ fn the_guard_serves_fp32_when_fp16_is_unsafe() {
     );
     let s = server(&repo);
     s.load_model("u").unwrap();
-    assert!(!log_matching(&s, "fails the accuracy guard").is_empty(), "{:#?}", s.log_lines());
+    assert!(
+        !log_matching(&s, "fails the accuracy guard").is_empty(),
+        "{:#?}",
+        s.log_lines()
+    );
     assert!(!log_matching(&s, "serving FP32").is_empty());
     let cases = cases(&test_model("fp16_unsafe").join("cases.json"));
     for c in &cases.cases {
-        check_response(&c.name, &s.infer("u", request(&c.name, c)).unwrap(), c, cases.atol, cases.rtol);
+        check_response(
+            &c.name,
+            &s.infer("u", request(&c.name, c)).unwrap(),
+            c,
+            cases.atol,
+            cases.rtol,
+        );
     }
     // The verdict is cached: the next load serves FP32 without building or guarding again.
     let again = server(&repo);
@@ -231,7 +299,9 @@ fn the_guard_serves_fp32_when_fp16_is_unsafe() {
 fn two_processes_build_once() {
     let repo = Repo::new();
     repo.add("m", &tiny_clip_dir(), Some(&fp16_config("")));
-    let rusttrt = rusttrt_host::testing::profile_dir().unwrap().join("rusttrt");
+    let rusttrt = rusttrt_host::testing::profile_dir()
+        .unwrap()
+        .join("rusttrt");
     if !rusttrt.exists() {
         let st = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
             .current_dir(root())
@@ -257,8 +327,17 @@ fn two_processes_build_once() {
     };
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    let out = format!("{}\n{}", String::from_utf8_lossy(&a.stdout), String::from_utf8_lossy(&b.stdout));
-    assert!(a.status.success() && b.status.success(), "{out}\n{}{}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
+    let out = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout)
+    );
+    assert!(
+        a.status.success() && b.status.success(),
+        "{out}\n{}{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
     assert_eq!(out.matches("engine cache miss").count(), 1, "{out}");
     assert_eq!(out.matches("engine cache hit").count(), 1, "{out}");
     // And the server then loads it without building.

@@ -14,6 +14,7 @@ pub mod abi;
 mod backend_lib;
 pub mod cli;
 pub mod config;
+mod cuda_memory;
 pub mod error;
 mod handles;
 pub mod infer;

@@ -38,8 +38,13 @@ pub struct ServerOptions {
     pub default_max_batch_size: u32,
     /// Print the backend's log lines to stderr (also with env `RUSTTRT_HOST_LOG=1`).
     pub log_to_stderr: bool,
-    /// Number of GPUs the host offers (0: no GPU; GPU memory is then UNSUPPORTED).
+    /// Number of GPUs the host offers (0: no GPU; GPU memory is then UNSUPPORTED). They are real
+    /// CUDA devices: `Server::new` fails when the driver has fewer.
     pub gpu_count: usize,
+    /// Test-only: offer `gpu_count` GPUs to the configuration (instance groups, device ids)
+    /// even though no CUDA driver is usable, as on a machine whose driver libraries are missing;
+    /// GPU memory is then UNSUPPORTED. For testing how a backend fails there.
+    pub gpus_without_driver: bool,
     /// `min-compute-capability` in the backend config (Triton's default 6.0).
     pub min_compute_capability: f64,
 }
@@ -55,6 +60,7 @@ impl ServerOptions {
             default_max_batch_size: 4,
             log_to_stderr: false,
             gpu_count: 0,
+            gpus_without_driver: false,
             min_compute_capability: 6.0,
         }
     }
@@ -135,12 +141,17 @@ impl Server {
                 opts.model_repository.display()
             )));
         }
-        if opts.gpu_count > 0 {
-            return Err(Error::unsupported(
-                "GPU support is not implemented in the host yet (see memory::DeviceMemory)",
-            ));
-        }
-        let shared = Shared::new(opts.log_to_stderr, MemoryPool::new(None));
+        // GPUs are real CUDA devices (through the backend crate's cuda layer); without a driver
+        // a host asked for GPUs fails here, as a Triton without GPUs would not offer them.
+        let device: Option<Arc<dyn crate::memory::DeviceMemory>> =
+            if opts.gpu_count > 0 && !opts.gpus_without_driver {
+                Some(Arc::new(crate::cuda_memory::CudaMemory::new(
+                    opts.gpu_count,
+                )?))
+            } else {
+                None
+            };
+        let shared = Shared::new(opts.log_to_stderr, MemoryPool::new(device));
         Ok(Server {
             shared,
             opts,

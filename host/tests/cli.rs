@@ -125,8 +125,22 @@ fn run_with_a_raw_input_file() {
 }
 
 #[test]
-fn unimplemented_subcommands_say_so() {
-    let (ok, _, err) = run(&["inspect"]);
+fn inspect_prints_the_signature_and_the_auto_completed_config() {
+    let model =
+        rusttrt_host::testing::workspace_root().join("model_repository/tiny_clip/1/model.onnx");
+    let (ok, out, err) = run(&["inspect", "--json", model.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(out["inputs"][0]["name"], "input");
+    assert_eq!(
+        out["inputs"][0]["shape"],
+        serde_json::json!([-1, 3, 32, 32])
+    );
+    assert_eq!(out["auto_complete_config"]["max_batch_size"], 4);
+    assert_eq!(
+        out["auto_complete_config"]["input"][0]["dims"],
+        serde_json::json!([3, 32, 32])
+    );
+    let (ok, _, err) = run(&["inspect", "/nonexistent/model.onnx"]);
     assert!(!ok);
-    assert!(err.contains("not implemented yet"), "{err}");
+    assert!(err.contains("/nonexistent/model.onnx"), "{err}");
 }

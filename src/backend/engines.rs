@@ -347,7 +347,11 @@ fn build_artifact(
 }
 
 fn max_relative_l2(state: &ModelState) -> f64 {
-    state.config.parameter("fp16_max_relative_l2").and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_MAX_REL_L2)
+    state
+        .config
+        .parameter("fp16_max_relative_l2")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_MAX_REL_L2)
 }
 
 fn min_cosine(state: &ModelState) -> f64 {
@@ -589,7 +593,11 @@ mod tests {
         let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models");
         std::fs::copy(data.join("dtype_fp32/1/model.onnx"), &model).unwrap();
         let sig = Signature {
-            inputs: vec![TensorSpec { name: "x".into(), dtype: DataType::F32, dims: vec![-1, 4] }],
+            inputs: vec![TensorSpec {
+                name: "x".into(),
+                dtype: DataType::F32,
+                dims: vec![-1, 4],
+            }],
             outputs: vec![],
         };
         let spec = BuildSpec {
@@ -606,27 +614,82 @@ mod tests {
         // Same content elsewhere, under another model name: same key.
         let other = dir.path().join("copy.onnx");
         std::fs::copy(&model, &other).unwrap();
-        let moved = BuildSpec { model_path: other, model_name: "another".into(), ..spec.clone() };
+        let moved = BuildSpec {
+            model_path: other,
+            model_name: "another".into(),
+            ..spec.clone()
+        };
         assert_eq!(cache_key(&sig, &f, &moved).unwrap().digest, base.digest);
         // Options that do not change the build stay out of the key.
         let mut o = spec.clone();
         o.options.insert("cache_dir".into(), "/elsewhere".into());
         assert_eq!(cache_key(&sig, &f, &o).unwrap().digest, base.digest);
         let mut changed = Vec::new();
-        std::fs::copy(data.join("dtype_int32/1/model.onnx"), dir.path().join("b.onnx")).unwrap();
-        changed.push(cache_key(&sig, &f, &BuildSpec { model_path: dir.path().join("b.onnx"), ..spec.clone() }).unwrap());
+        std::fs::copy(
+            data.join("dtype_int32/1/model.onnx"),
+            dir.path().join("b.onnx"),
+        )
+        .unwrap();
+        changed.push(
+            cache_key(
+                &sig,
+                &f,
+                &BuildSpec {
+                    model_path: dir.path().join("b.onnx"),
+                    ..spec.clone()
+                },
+            )
+            .unwrap(),
+        );
         changed.push(cache_key(&sig, &Fake("10.16.1", "H100 sm_90"), &spec).unwrap());
         changed.push(cache_key(&sig, &Fake("10.16.0", "H200 sm_90"), &spec).unwrap());
-        changed.push(cache_key(&sig, &f, &BuildSpec { precision: Precision::Fp32, ..spec.clone() }).unwrap());
-        changed.push(cache_key(&sig, &f, &BuildSpec { max_batch_size: 16, ..spec.clone() }).unwrap());
-        changed.push(cache_key(&sig, &f, &BuildSpec { opt_batch_sizes: vec![8], ..spec.clone() }).unwrap());
+        changed.push(
+            cache_key(
+                &sig,
+                &f,
+                &BuildSpec {
+                    precision: Precision::Fp32,
+                    ..spec.clone()
+                },
+            )
+            .unwrap(),
+        );
+        changed.push(
+            cache_key(
+                &sig,
+                &f,
+                &BuildSpec {
+                    max_batch_size: 16,
+                    ..spec.clone()
+                },
+            )
+            .unwrap(),
+        );
+        changed.push(
+            cache_key(
+                &sig,
+                &f,
+                &BuildSpec {
+                    opt_batch_sizes: vec![8],
+                    ..spec.clone()
+                },
+            )
+            .unwrap(),
+        );
         let mut o = spec.clone();
-        o.options.insert("max_workspace_size_bytes".into(), "2048".into());
+        o.options
+            .insert("max_workspace_size_bytes".into(), "2048".into());
         changed.push(cache_key(&sig, &f, &o).unwrap());
         for (i, k) in changed.iter().enumerate() {
             assert_ne!(k.digest, base.digest, "change {i} must miss");
         }
-        assert!(!base.fields.values().any(|v| v.contains(dir.path().to_str().unwrap())), "a path leaked into the key");
+        assert!(
+            !base
+                .fields
+                .values()
+                .any(|v| v.contains(dir.path().to_str().unwrap())),
+            "a path leaked into the key"
+        );
     }
 
     #[test]
