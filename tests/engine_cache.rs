@@ -126,7 +126,8 @@ fn corrupt_truncated_or_foreign_entries_are_rebuilt_with_a_warning() {
         s.load_model("m").unwrap();
     }
     let entry = entries(&cache).pop().expect("an entry was stored");
-    let damage: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 3] = [
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let damage: [(&str, Damage); 3] = [
         (
             "flipped byte",
             Box::new(|b: &mut Vec<u8>| {

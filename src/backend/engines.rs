@@ -391,7 +391,7 @@ fn random_tensor(rng: &mut SplitMix, dtype: DataType, count: usize) -> Vec<u8> {
             DataType::Bool => out.push((x > 0.0) as u8),
             // Small non-negative integers stay valid as indices and lengths.
             d => {
-                let v = (rng.next() % 2) as u64;
+                let v = rng.next() % 2;
                 out.extend_from_slice(&v.to_le_bytes()[..d.byte_size()]);
             }
         }
