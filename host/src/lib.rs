@@ -31,4 +31,4 @@ pub use error::{Error, Result};
 pub use infer::{Chunk, InferRequest, InferResponse, InputTensor, OutputTensor};
 pub use memory::{DeviceMemory, MemoryType};
 pub use rules::LogLine;
-pub use server::{ResponseHandle, Server, ServerOptions};
+pub use server::{PreparedRequest, ResponseHandle, Server, ServerOptions};

@@ -23,6 +23,9 @@ use crate::rules::{self, lock, LogLine, Shared};
 use crate::scheduler::{self, Instance, Pending, Queue};
 use crate::stats::{now_ns, ModelStats};
 
+/// A request whose inputs already sit in their memory (see [`Server::prepare`]).
+pub struct PreparedRequest(infer::Prepared);
+
 /// How to start a [`Server`].
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -786,6 +789,33 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         rt.queue.push(Pending {
             req: prepared,
+            tx,
+            arrival_ns: arrival,
+            queue_start_ns: now_ns(),
+        })?;
+        Ok(ResponseHandle { rx })
+    }
+
+    /// Normalizes a request and places its inputs in their memory (a client's shared-memory
+    /// region in a real Triton), without queueing it: benchmarks time from [`Server::submit_prepared`].
+    pub fn prepare(&self, model: &str, req: InferRequest) -> Result<PreparedRequest> {
+        let rt = self.latest(model)?;
+        let cfg = rt.model.config();
+        Ok(PreparedRequest(infer::prepare(
+            &cfg,
+            req,
+            &self.shared.pool,
+            true,
+        )?))
+    }
+
+    /// Queues a request made by [`Server::prepare`]; its arrival time is now.
+    pub fn submit_prepared(&self, model: &str, req: PreparedRequest) -> Result<ResponseHandle> {
+        let arrival = now_ns();
+        let rt = self.latest(model)?;
+        let (tx, rx) = mpsc::channel();
+        rt.queue.push(Pending {
+            req: req.0,
             tx,
             arrival_ns: arrival,
             queue_start_ns: now_ns(),

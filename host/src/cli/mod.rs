@@ -1,7 +1,9 @@
 //! The `rusttrt` command: argument definitions and subcommand implementations.
 
+pub mod bench;
 pub mod build;
 pub mod cache;
+pub mod direct;
 pub mod inspect;
 pub mod run;
 
@@ -27,6 +29,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// List, verify or prune an engine cache.
     Cache(cache::CacheArgs),
+    /// Throughput and latency per batch size and input memory, beside the engine run directly.
+    Bench(bench::BenchArgs),
 }
 
 /// Entry point of the binary; returns the process exit code.
@@ -36,6 +40,7 @@ pub fn main_with_args(cli: Cli) -> i32 {
         Command::Inspect(a) => inspect::inspect(&a),
         Command::Build(a) => build::build(&a),
         Command::Cache(a) => cache::cache(&a),
+        Command::Bench(a) => bench::bench(&a),
     };
     match r {
         Ok(()) => 0,
