@@ -610,6 +610,24 @@ impl Stream {
         })
     }
 
+    /// Queues a memset of device memory this crate does not own (e.g. a tensor ONNX Runtime
+    /// allocated).
+    ///
+    /// # Safety
+    /// `dst` is a device address of this stream's device with `bytes` writable bytes, valid
+    /// until the memset has finished.
+    pub unsafe fn memset_raw(&self, dst: u64, bytes: usize, value: u8) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        guard("Stream::memset_raw", || {
+            self.device().bind()?;
+            // SAFETY: the caller's contract.
+            unsafe { cu::memset_d8_async(dst, value, bytes, self.raw()) }
+                .map_err(err("setting device memory (cuMemsetD8Async)"))
+        })
+    }
+
     /// Queues a host-to-device copy between memory this crate does not own (e.g. Triton's buffers).
     ///
     /// # Safety

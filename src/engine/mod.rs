@@ -6,6 +6,7 @@
 //! above this layer (cache, batching, I/O, statistics, errors) is shared.
 
 pub mod ort;
+mod ort_graphs;
 pub mod tensorrt;
 
 use crate::error::Result;

@@ -178,6 +178,7 @@ impl EngineFactory for OrtFactory {
             Some(bytes) => ModelSource::Bytes(Arc::from(bytes)),
             None => ModelSource::Path(spec.model_path.clone()),
         };
+        let graph_batches = graph_batch_sizes(spec)?;
         let engine = OrtEngine {
             rt: self.rt,
             ep: self.ep.clone(),
@@ -187,6 +188,7 @@ impl EngineFactory for OrtFactory {
             model_name: spec.model_name.clone(),
             signature: Signature::default(),
             probe: std::sync::Mutex::new(None),
+            graph_batches,
         };
         // Open one session now: parse errors fail the load (with ONNX Runtime's own message),
         // and the signature comes from what ONNX Runtime will actually serve.
@@ -217,6 +219,46 @@ pub struct OrtEngine {
     signature: Signature,
     /// The session opened at load, handed to the first runner so it is not parsed twice.
     probe: std::sync::Mutex<Option<Session>>,
+    /// Batch sizes to capture CUDA graphs for (CUDA EP only).
+    graph_batches: Vec<usize>,
+}
+
+/// `cuda_graph_batch_sizes`: a comma-separated list, or `preferred` for the dynamic batcher's
+/// preferred sizes (with max_batch_size); empty = no CUDA graphs.
+fn graph_batch_sizes(spec: &BuildSpec) -> Result<Vec<usize>> {
+    let Some(v) = spec
+        .options
+        .get("cuda_graph_batch_sizes")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut sizes: Vec<usize> = if v == "preferred" {
+        spec.opt_batch_sizes.clone()
+    } else {
+        v.split(',')
+            .map(|x| {
+                x.trim().parse::<usize>().map_err(|_| {
+                    Error::invalid_arg(format!(
+                        "parameter 'cuda_graph_batch_sizes': '{x}' is not a batch size"
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    sizes.sort_unstable();
+    sizes.dedup();
+    if let Some(&b) = sizes
+        .iter()
+        .find(|&&b| b == 0 || (spec.max_batch_size > 0 && b > spec.max_batch_size))
+    {
+        return Err(Error::invalid_arg(format!(
+            "parameter 'cuda_graph_batch_sizes': batch size {b} is outside 1..={}",
+            spec.max_batch_size
+        )));
+    }
+    Ok(sizes)
 }
 
 fn ort_err(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
@@ -225,6 +267,15 @@ fn ort_err(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
 
 impl OrtEngine {
     fn new_session(&self, stream: Option<&crate::cuda::Stream>) -> Result<Session> {
+        self.new_session_for(stream, None)
+    }
+
+    /// A session over the model, or over `specialized` bytes (a CUDA-graph session).
+    fn new_session_for(
+        &self,
+        stream: Option<&crate::cuda::Stream>,
+        specialized: Option<&[u8]>,
+    ) -> Result<Session> {
         let mut b =
             Session::builder(&self.rt.env).map_err(ort_err("ONNX Runtime session builder"))?;
         if let Some(n) = self.intra_threads {
@@ -239,7 +290,9 @@ impl OrtEngine {
         let eps = match &self.ep {
             ExecutionProvider::Cpu => vec![ort::ep::CPU::default().build().error_on_failure()],
             ExecutionProvider::Cuda => {
-                let mut cuda = ort::ep::CUDA::default().with_device_id(device_id);
+                let mut cuda = ort::ep::CUDA::default()
+                    .with_device_id(device_id)
+                    .with_cuda_graph(specialized.is_some());
                 if let Some(s) = stream {
                     // SAFETY: the stream belongs to the instance that owns this session and
                     // outlives it (the instance state drops its runner before its GPU I/O).
@@ -276,9 +329,10 @@ impl OrtEngine {
                 self.rt.path.display()
             ))
         })?;
-        let session = match &self.source {
-            ModelSource::Path(p) => b.commit_from_file(p),
-            ModelSource::Bytes(bytes) => b.commit_from_memory(bytes),
+        let session = match (specialized, &self.source) {
+            (Some(bytes), _) => b.commit_from_memory(bytes),
+            (None, ModelSource::Path(p)) => b.commit_from_file(p),
+            (None, ModelSource::Bytes(bytes)) => b.commit_from_memory(bytes),
         };
         session.map_err(|e| {
             Error::invalid_arg(format!("ONNX Runtime could not load the model: {e}"))
@@ -369,15 +423,92 @@ impl Engine for OrtEngine {
             .iter()
             .map(|o| o.name.clone())
             .collect();
+        let graphs = match (stream, &self.ep, self.device) {
+            (Some(s), ExecutionProvider::Cuda, Device::Gpu(d))
+                if !self.graph_batches.is_empty() =>
+            {
+                self.capture_graphs(s, d)?
+            }
+            _ => Vec::new(),
+        };
         Ok(Box::new(OrtRunner {
             session,
             last: Vec::new(),
             all_outputs: outputs,
+            graphs,
+            stream: stream.cloned(),
         }))
     }
 }
 
+impl OrtEngine {
+    /// One CUDA-graph slot per listed batch size, captured now (at load). A size ONNX Runtime
+    /// cannot capture (a node outside the CUDA EP, a dynamic non-batch dimension) is an error:
+    /// the parameter asked for it explicitly.
+    fn capture_graphs(
+        &self,
+        stream: &crate::cuda::Stream,
+        device: i32,
+    ) -> Result<Vec<super::ort_graphs::GraphSlot>> {
+        let base = match &self.source {
+            ModelSource::Path(p) => crate::onnx::load_with_external_data(p)?,
+            ModelSource::Bytes(b) => crate::onnx::OnnxModel::from_bytes(b, ".")?,
+        };
+        let mut slots = Vec::new();
+        for &b in &self.graph_batches {
+            let ctx = |e: Error| {
+                e.context(format!(
+                    "model '{}': CUDA graph for batch size {b}",
+                    self.model_name
+                ))
+            };
+            let io = |list: &[TensorSpec]| -> Result<super::ort_graphs::Io> {
+                list.iter()
+                    .map(|t| {
+                        let mut shape = t.dims.clone();
+                        if let Some(first) = shape.first_mut() {
+                            *first = b as i64;
+                        }
+                        if shape.iter().any(|&d| d < 0) {
+                            return Err(Error::invalid_arg(format!(
+                                "tensor '{}' has a dynamic dimension besides the batch ({}): CUDA graphs need fixed shapes",
+                                t.name,
+                                crate::types::shape_str(&t.dims)
+                            )));
+                        }
+                        Ok((t.name.clone(), t.dtype, shape))
+                    })
+                    .collect()
+            };
+            let (ins, outs) = (
+                io(&self.signature.inputs).map_err(ctx)?,
+                io(&self.signature.outputs).map_err(ctx)?,
+            );
+            let bytes = crate::onnx::fp16::specialize_batch(&base, b as i64)
+                .and_then(|m| m.to_bytes())
+                .map_err(ctx)?;
+            let session = self
+                .new_session_for(Some(stream), Some(&bytes))
+                .map_err(ctx)?;
+            slots.push(
+                super::ort_graphs::GraphSlot::new(session, b, device, &ins, &outs, stream)
+                    .map_err(ctx)?,
+            );
+        }
+        crate::log!(
+            Info,
+            "model '{}': CUDA graphs captured for batch sizes {:?} (other sizes take the plain path)",
+            self.model_name,
+            self.graph_batches
+        );
+        Ok(slots)
+    }
+}
+
 struct OrtRunner {
+    /// CUDA-graph slots by batch size (GPU runners with `cuda_graph_batch_sizes`).
+    graphs: Vec<super::ort_graphs::GraphSlot>,
+    stream: Option<crate::cuda::Stream>,
     session: Session,
     /// Outputs of the last run (kept alive so the returned views stay valid).
     last: Vec<(String, DynTensor)>,
@@ -458,6 +589,17 @@ impl Runner for OrtRunner {
         outputs: &[&str],
     ) -> Result<Vec<TensorOut<'s>>> {
         self.last.clear();
+        let batch = inputs
+            .first()
+            .and_then(|t| t.shape.first())
+            .copied()
+            .unwrap_or(-1);
+        let on_device = inputs.iter().all(|t| matches!(t.loc, MemLoc::Device(_)));
+        if let (true, Some(stream)) = (on_device, self.stream.as_ref()) {
+            if let Some(slot) = self.graphs.iter_mut().find(|g| g.batch as i64 == batch) {
+                return slot.run(inputs, outputs, stream);
+            }
+        }
         let values: Vec<(String, SessionInputValue<'_>)> = inputs
             .iter()
             .map(|t| Ok((t.name.to_string(), input_value(t)?)))

@@ -8,9 +8,15 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// The workspace root.
+/// The workspace root: where the tests were built, or, when the test binary was carried to
+/// another machine (the GPU machine), the current directory (run it from the repository root).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if built.join("Cargo.toml").exists() {
+        built
+    } else {
+        std::env::current_dir().expect("current directory")
+    }
 }
 
 /// libonnxruntime.so for the tests: `ORT_DYLIB_PATH`, else the pip `onnxruntime` package

@@ -170,8 +170,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         .log_lines()
         .into_iter()
         .map(|l| l.msg)
-        .filter(|m| m.contains("serving with"))
-        .next_back()
+        .rfind(|m| m.contains("serving with"))
         .unwrap_or_default();
     eprintln!("{}: loaded in {load_s:.1} s; {engine_line}", args.model);
     let mut direct = if args.direct {
