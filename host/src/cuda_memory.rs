@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use triton_rusttrt::cuda::{Device, DeviceBuffer, Stream};
+use triton_rusttrt::cuda::{Device, DeviceBuffer, PinnedBuffer, Stream};
 
 use crate::error::{Error, Result};
 use crate::memory::DeviceMemory;
@@ -14,6 +14,7 @@ use crate::memory::DeviceMemory;
 pub struct CudaMemory {
     devices: Vec<(Device, Stream)>,
     buffers: Mutex<HashMap<usize, DeviceBuffer>>,
+    pinned: Mutex<HashMap<usize, PinnedBuffer>>,
 }
 
 fn err(e: triton_rusttrt::Error) -> Error {
@@ -39,6 +40,7 @@ impl CudaMemory {
         Ok(CudaMemory {
             devices,
             buffers: Mutex::new(HashMap::new()),
+            pinned: Mutex::new(HashMap::new()),
         })
     }
 
@@ -67,6 +69,23 @@ impl DeviceMemory for CudaMemory {
     }
     fn free(&self, _device: i64, ptr: *mut u8, _size: usize) {
         self.buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(ptr as usize));
+    }
+    fn alloc_pinned(&self, size: usize) -> Option<Result<*mut u8>> {
+        let (d, _) = self.devices.first()?;
+        Some(PinnedBuffer::new(d, size).map_err(err).map(|b| {
+            let p = b.host_ptr();
+            self.pinned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(p as usize, b);
+            p
+        }))
+    }
+    fn free_pinned(&self, ptr: *mut u8) {
+        self.pinned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(ptr as usize));

@@ -77,6 +77,13 @@ pub trait DeviceMemory: Send + Sync {
     fn copy_to_device(&self, device: i64, dst: *mut u8, src: &[u8]) -> Result<()>;
     /// Copy device → host.
     fn copy_to_host(&self, device: i64, dst: &mut [u8], src: *const u8) -> Result<()>;
+    /// Page-locked host memory the devices can copy from asynchronously (cudaHostAlloc), as
+    /// Triton's pinned pool holds; `None` = not offered (mlock'd memory is used instead).
+    fn alloc_pinned(&self, _size: usize) -> Option<Result<*mut u8>> {
+        None
+    }
+    /// Free what `alloc_pinned` returned.
+    fn free_pinned(&self, _ptr: *mut u8) {}
 }
 
 const ALIGN: usize = 256;
@@ -197,7 +204,11 @@ impl Buffer {
 impl Drop for Buffer {
     fn drop(&mut self) {
         if let Some(dev) = &self.device {
-            dev.free(self.id, self.ptr, self.len);
+            if self.mtype == MemoryType::Gpu {
+                dev.free(self.id, self.ptr, self.len);
+            } else {
+                dev.free_pinned(self.ptr);
+            }
             return;
         }
         if self.locked {
@@ -228,7 +239,27 @@ impl MemoryPool {
     pub fn alloc(&self, mtype: MemoryType, id: i64, len: usize) -> Result<Buffer> {
         match mtype {
             MemoryType::Cpu => Buffer::host(len, false),
-            MemoryType::CpuPinned => Buffer::host(len, true),
+            MemoryType::CpuPinned => match self
+                .device
+                .as_ref()
+                .and_then(|d| d.alloc_pinned(len.max(1)))
+            {
+                Some(ptr) => {
+                    let ptr = ptr?;
+                    // SAFETY: `alloc_pinned` returned `len.max(1)` writable host bytes.
+                    unsafe { std::ptr::write_bytes(ptr, 0, len.max(1)) };
+                    Ok(Buffer {
+                        ptr,
+                        len,
+                        cap: len.max(1),
+                        mtype,
+                        id: 0,
+                        locked: true,
+                        device: self.device.clone(),
+                    })
+                }
+                None => Buffer::host(len, true),
+            },
             MemoryType::Gpu => {
                 let dev = self.device.as_ref().ok_or_else(|| {
                     Error::unsupported(format!(

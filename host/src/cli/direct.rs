@@ -3,7 +3,6 @@
 //! FP16 conversion), same ONNX Runtime library and execution provider, same device; inputs are
 //! placed once where the engine reads them (device memory on a GPU).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -99,7 +98,19 @@ impl DirectEngine {
             device,
             max_batch_size: cfg["max_batch_size"].as_u64().unwrap_or(0) as usize,
             opt_batch_sizes: Vec::new(),
-            options: BTreeMap::new(),
+            // The model's parameters, as the backend passes them (CUDA graph sizes among them).
+            options: cfg["parameters"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, v)| {
+                            v["string_value"]
+                                .as_str()
+                                .map(|s| (k.clone(), s.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         let engine = if precision == Precision::Fp16 {
             let m = triton_rusttrt::onnx::load_with_external_data(&path).map_err(err)?;
