@@ -43,6 +43,17 @@ fn host_memory(mt: u32) -> bool {
 pub fn execute(inst: &mut InstanceState, instance: ModelInstance, requests: Vec<Request>) {
     let exec_start = now_ns();
     let model = inst.model.0.clone();
+    // Triton does not set the CUDA device on the instance thread: do it every time.
+    if let Some(gpu) = inst.gpu.as_ref() {
+        if let Err(e) = gpu.device.bind_to_thread() {
+            log!(
+                Error,
+                "model '{}': making device {} current: {e}",
+                model.name,
+                gpu.ordinal()
+            );
+        }
+    }
 
     let mut slots: Vec<Slot> = requests
         .into_iter()

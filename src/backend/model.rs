@@ -133,7 +133,8 @@ impl ModelState {
                     "engine 'tensorrt' needs a KIND_GPU instance (this instance is KIND_CPU)",
                 ));
             }
-            return crate::engine::tensorrt::factory(&self.backend);
+            let timing = self.cache_root()?.map(|r| r.join("timing"));
+            return crate::engine::tensorrt::factory(&self.backend, timing);
         }
         let rt = crate::engine::ort::runtime(&self.params.ort_library_candidates)?;
         let ep = match (device, self.params.ort_gpu_provider) {
@@ -141,7 +142,7 @@ impl ModelState {
             (Device::Gpu(_), OrtGpuProvider::Cuda) => ExecutionProvider::Cuda,
             (Device::Gpu(_), OrtGpuProvider::TensorRt) => ExecutionProvider::TensorRt {
                 fp16: self.params.precision_for(device) == crate::engine::Precision::Fp16,
-                cache_dir: None,
+                cache_dir: self.ort_tensorrt_cache_dir(device)?,
             },
         };
         Ok(Box::new(OrtFactory::new(
@@ -149,6 +150,56 @@ impl ModelState {
             ep,
             self.params.intra_op_threads,
         )))
+    }
+
+    /// `<first usable cache location>/rusttrt-cache-v<N>`, where timing caches and ONNX Runtime's
+    /// TensorRT caches live beside our entries (`None` when no location is writable).
+    fn cache_root(&self) -> Result<Option<std::path::PathBuf>> {
+        let cfg = super::engines::cache_config(self)?;
+        Ok(cfg
+            .locations
+            .iter()
+            .map(|l| crate::cache::cache_dir(l))
+            .find(|d| {
+                std::fs::create_dir_all(d).is_ok()
+                    && !d
+                        .metadata()
+                        .map(|m| m.permissions().readonly())
+                        .unwrap_or(true)
+            }))
+    }
+
+    /// ONNX Runtime's TensorRT EP keeps its engine and timing caches in a directory of our cache
+    /// named by our own key (model content, device, precision, options; never the path), so a
+    /// changed model or setting never meets a stale engine there.
+    fn ort_tensorrt_cache_dir(&self, device: Device) -> Result<Option<std::path::PathBuf>> {
+        let Some(root) = self.cache_root()? else {
+            return Ok(None);
+        };
+        let spec = self.build_spec(device);
+        let key = crate::cache::CacheKey::builder()
+            .field("model_digest", crate::onnx::model_digest(&self.model_path)?)
+            .field("engine", "onnxruntime-tensorrt-ep")
+            .field(
+                "device",
+                crate::cuda::device_identity(match device {
+                    Device::Gpu(d) => d as usize,
+                    Device::Cpu => 0,
+                })
+                .map(|i| i.cache_identity())
+                .unwrap_or_default(),
+            )
+            .field("precision", spec.precision.as_str())
+            .field(
+                "profile",
+                format!("{}:{:?}", spec.max_batch_size, spec.opt_batch_sizes),
+            )
+            .field("options", format!("{:?}", spec.options))
+            .field("backend_version", env!("CARGO_PKG_VERSION"))
+            .build();
+        let dir = root.join("ort-tensorrt").join(key.short());
+        std::fs::create_dir_all(&dir)?;
+        Ok(Some(dir))
     }
 
     /// Everything the build depends on, for the engine and the cache key.

@@ -203,6 +203,7 @@ pub fn compiled_in() -> bool {
 /// the loader's search path; TensorRT's log goes to Triton's log.
 pub fn factory(
     backend: &crate::backend::BackendState,
+    timing_cache_dir: Option<PathBuf>,
 ) -> Result<Box<dyn crate::engine::EngineFactory>> {
     set_log_sink(Arc::new(|sev, msg| {
         let level = match sev {
@@ -216,7 +217,7 @@ pub fn factory(
     let config = TensorRtConfig {
         nvinfer_path: backend.get("tensorrt-library").map(PathBuf::from),
         parser_path: backend.get("tensorrt-parser-library").map(PathBuf::from),
-        timing_cache_dir: None,
+        timing_cache_dir,
         max_log_severity: LogSeverity::Warning,
     };
     let f = TensorRtFactory::new(config, Arc::new(cuda_glue::CudaRuntime))?;
