@@ -280,3 +280,71 @@ fn vit_b32_fp16_passes_the_accuracy_guard() {
     assert!(cos >= 0.999, "FP16 embeddings: min row cosine {cos}");
     assert_clean(&s);
 }
+
+#[test]
+#[ignore = "needs a GPU and RUSTTRT_VIT_ONNX (scripts/gpu/test.sh)"]
+fn gpu_instances_share_one_copy_of_the_weights() {
+    let Some(onnx) = std::env::var_os("RUSTTRT_VIT_ONNX") else {
+        panic!("set RUSTTRT_VIT_ONNX to the ViT-B/32 export (tools/vit_reference.py export DIR)");
+    };
+    let cfg =
+        std::fs::read_to_string(root().join("model_repository/clip_vit_b32/config.pbtxt")).unwrap();
+    let dev = triton_rusttrt::cuda::Device::open(0).unwrap();
+    let mut used = Vec::new();
+    let mut outputs = Vec::new();
+    for count in [1, 3] {
+        let repo = Repo::new();
+        let dir = repo.path().join("vit");
+        std::fs::create_dir_all(dir.join("1")).unwrap();
+        std::os::unix::fs::symlink(&onnx, dir.join("1/model.onnx")).unwrap();
+        std::fs::write(
+            dir.join("config.pbtxt"),
+            cfg.replace("name: \"clip_vit_b32\"\n", "")
+                .replace("count: 1", &format!("count: {count}")),
+        )
+        .unwrap();
+        let s = gpu_server(&repo);
+        // Build (and cache) first, so the measured load only creates the instances.
+        s.load_model("vit").unwrap();
+        s.unload_model("vit").unwrap();
+        let (free0, _) = dev.mem_get_info().unwrap();
+        s.load_model("vit").unwrap();
+        let (free1, _) = dev.mem_get_info().unwrap();
+        assert!(
+            !log_matching(&s, "shared by every instance's session").is_empty(),
+            "{:#?}",
+            s.log_lines()
+        );
+        used.push(free0 as i64 - free1 as i64);
+        let x: Vec<f32> = (0..2 * 3 * 224 * 224)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let r = s
+            .infer(
+                "vit",
+                InferRequest::new(
+                    "v",
+                    vec![rusttrt_host::InputTensor::f32(
+                        "input",
+                        &[2, 3, 224, 224],
+                        &x,
+                    )],
+                ),
+            )
+            .unwrap();
+        assert!(r.error.is_none(), "{:?}", r.error);
+        outputs.push(r.outputs[0].as_f32());
+        assert_clean(&s);
+    }
+    let per_extra = (used[1] - used[0]) / 2;
+    println!("device memory for the instances: 1 instance {} MB, 3 instances {} MB: {} MB per extra instance (FP16 weights: 176 MB)", used[0] >> 20, used[1] >> 20, per_extra >> 20);
+    assert!(
+        per_extra < 100 << 20,
+        "each extra instance costs {} MB: the weights are not shared",
+        per_extra >> 20
+    );
+    assert!(
+        min_row_cosine(&outputs[0], &outputs[1], 512) > 0.99999,
+        "instances disagree"
+    );
+}

@@ -7,6 +7,7 @@
 
 pub mod ort;
 mod ort_graphs;
+mod ort_shared;
 pub mod tensorrt;
 
 use crate::error::Result;

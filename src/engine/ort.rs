@@ -189,9 +189,41 @@ impl EngineFactory for OrtFactory {
             signature: Signature::default(),
             probe: std::sync::Mutex::new(None),
             graph_batches,
+            shared: None,
         };
         // Open one session now: parse errors fail the load (with ONNX Runtime's own message),
         // and the signature comes from what ONNX Runtime will actually serve.
+        // CUDA sessions share one device copy of the weights (off with
+        // onnxruntime_share_weights=false).
+        let share = spec
+            .options
+            .get("onnxruntime_share_weights")
+            .map(|v| v != "false")
+            .unwrap_or(true);
+        let shared = match (&engine.ep, spec.device) {
+            (ExecutionProvider::Cuda, Device::Gpu(d)) if share => {
+                let model = match &engine.source {
+                    ModelSource::Path(p) => crate::onnx::load_with_external_data(p)?,
+                    ModelSource::Bytes(b) => crate::onnx::OnnxModel::from_bytes(b, ".")?,
+                };
+                let w = super::ort_shared::SharedWeights::upload(&model, d).map_err(|e| {
+                    e.context(format!(
+                        "model '{}': uploading shared weights",
+                        spec.model_name
+                    ))
+                })?;
+                crate::log!(
+                    Info,
+                    "model '{}': {} weight tensors ({:.1} MB) on GPU {d}, shared by every instance's session",
+                    spec.model_name,
+                    w.values.len(),
+                    w.bytes as f64 / 1e6
+                );
+                Some(w)
+            }
+            _ => None,
+        };
+        let engine = OrtEngine { shared, ..engine };
         let session = engine.new_session(None)?;
         let signature = signature_of(&session)
             .map_err(|e| e.context(format!("model '{}'", spec.model_name)))?;
@@ -221,6 +253,8 @@ pub struct OrtEngine {
     probe: std::sync::Mutex<Option<Session>>,
     /// Batch sizes to capture CUDA graphs for (CUDA EP only).
     graph_batches: Vec<usize>,
+    /// One device copy of the weights for all this engine's CUDA sessions.
+    shared: Option<super::ort_shared::SharedWeights>,
 }
 
 /// `cuda_graph_batch_sizes`: a comma-separated list, or `preferred` for the dynamic batcher's
@@ -321,6 +355,15 @@ impl OrtEngine {
                 ]
             }
         };
+        if let Some(w) = &self.shared {
+            for (name, value) in &w.values {
+                b = b.with_initializer(name, value.clone()).map_err(|e| {
+                    Error::internal(format!(
+                        "sharing initializer '{name}' with the session: {e}"
+                    ))
+                })?;
+            }
+        }
         b = b.with_execution_providers(eps).map_err(|e| {
             Error::unavailable(format!(
                 "{} is not available in the loaded ONNX Runtime {} ({}): {e}",

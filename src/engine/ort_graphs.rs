@@ -21,7 +21,7 @@ use std::ffi::CString;
 use std::marker::PhantomData;
 
 /// Turns an `OrtStatus*` into a result (the status is released).
-fn status(what: &str, s: ort::sys::OrtStatusPtr) -> Result<()> {
+pub(super) fn status(what: &str, s: ort::sys::OrtStatusPtr) -> Result<()> {
     if s.0.is_null() {
         return Ok(());
     }
@@ -50,7 +50,7 @@ impl Drop for Binding {
 // is Send, not Sync); ONNX Runtime binding objects carry no thread affinity.
 unsafe impl Send for Binding {}
 
-fn element_type(d: DataType) -> Result<TensorElementType> {
+pub(super) fn element_type(d: DataType) -> Result<TensorElementType> {
     Ok(match d {
         DataType::F32 => TensorElementType::Float32,
         DataType::F16 => TensorElementType::Float16,
