@@ -56,6 +56,7 @@ impl SharedWeights {
             MemoryType::Default,
         )
         .map_err(|e| Error::internal(format!("CUDA memory info: {e}")))?;
+        let host_allocator = ort::memory::Allocator::default();
         let (mut values, mut buffers, mut total) = (Vec::new(), Vec::new(), 0usize);
         for t in &model.graph().initializer {
             let Some(dtype) = DataType::from_onnx(t.data_type()).filter(|d| *d != DataType::Bytes)
@@ -89,8 +90,10 @@ impl SharedWeights {
             })?;
             let ptr = NonNull::new(raw)
                 .ok_or_else(|| Error::internal("CreateTensorWithDataAsOrtValue returned null"))?;
-            // SAFETY: a new OrtValue we own; no allocator owns its data (we do, in `buf`).
-            let value: DynValue = unsafe { DynValue::from_ptr(ptr, None) };
+            // SAFETY: a new OrtValue we own. Its data belongs to no allocator (we own it, in
+            // `buf`); `ort` insists on an allocator handle for tensor values and only keeps it
+            // alive, so the default one is given (releasing the value never frees the data).
+            let value: DynValue = unsafe { DynValue::from_ptr(ptr, Some(&host_allocator)) };
             total += bytes.len();
             values.push((t.name().to_string(), Arc::new(value)));
             buffers.push(buf);
