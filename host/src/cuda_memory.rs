@@ -17,14 +17,10 @@ pub struct CudaMemory {
     pinned: Mutex<HashMap<usize, PinnedBuffer>>,
 }
 
-fn err(e: triton_rusttrt::Error) -> Error {
-    Error::new(e.code().to_triton(), e.to_string())
-}
-
 impl CudaMemory {
     /// Opens devices `0..count`.
     pub fn new(count: usize) -> Result<CudaMemory> {
-        let have = triton_rusttrt::cuda::device_count().map_err(err)?;
+        let have = triton_rusttrt::cuda::device_count().map_err(Error::from)?;
         if count > have {
             return Err(Error::unavailable(format!(
                 "{count} GPU(s) asked for, the driver sees {have}"
@@ -32,8 +28,8 @@ impl CudaMemory {
         }
         let devices = (0..count)
             .map(|i| {
-                let d = Device::open(i).map_err(err)?;
-                let s = d.new_stream().map_err(err)?;
+                let d = Device::open(i).map_err(Error::from)?;
+                let s = d.new_stream().map_err(Error::from)?;
                 Ok((d, s))
             })
             .collect::<Result<_>>()?;
@@ -59,7 +55,7 @@ impl DeviceMemory for CudaMemory {
     fn alloc(&self, device: i64, size: usize) -> Result<*mut u8> {
         let (d, _) = &self.devices
             [usize::try_from(device).map_err(|_| Error::invalid_arg("negative device"))?];
-        let b = DeviceBuffer::new(d, size.max(1)).map_err(err)?;
+        let b = DeviceBuffer::new(d, size.max(1)).map_err(Error::from)?;
         let p = b.ptr() as usize;
         self.buffers
             .lock()
@@ -75,7 +71,7 @@ impl DeviceMemory for CudaMemory {
     }
     fn alloc_pinned(&self, size: usize) -> Option<Result<*mut u8>> {
         let (d, _) = self.devices.first()?;
-        Some(PinnedBuffer::new(d, size).map_err(err).map(|b| {
+        Some(PinnedBuffer::new(d, size).map_err(Error::from).map(|b| {
             let p = b.host_ptr();
             self.pinned
                 .lock()
@@ -94,14 +90,14 @@ impl DeviceMemory for CudaMemory {
         let s = self.stream(device)?;
         // SAFETY: `dst` was allocated by `alloc` with at least `src.len()` bytes (the host's
         // buffers copy exactly their length); the stream is synchronized before returning.
-        unsafe { s.copy_htod_raw(dst as u64, src.as_ptr(), src.len()) }.map_err(err)?;
-        s.synchronize().map_err(err)
+        unsafe { s.copy_htod_raw(dst as u64, src.as_ptr(), src.len()) }.map_err(Error::from)?;
+        s.synchronize().map_err(Error::from)
     }
     fn copy_to_host(&self, device: i64, dst: &mut [u8], src: *const u8) -> Result<()> {
         let s = self.stream(device)?;
         // SAFETY: `src` is a live device allocation of at least `dst.len()` bytes; synchronized
         // before returning.
-        unsafe { s.copy_dtoh_raw(dst.as_mut_ptr(), src as u64, dst.len()) }.map_err(err)?;
-        s.synchronize().map_err(err)
+        unsafe { s.copy_dtoh_raw(dst.as_mut_ptr(), src as u64, dst.len()) }.map_err(Error::from)?;
+        s.synchronize().map_err(Error::from)
     }
 }

@@ -72,3 +72,10 @@ impl From<std::io::Error> for Error {
         Error::internal(e.to_string())
     }
 }
+
+impl From<triton_rusttrt::Error> for Error {
+    /// The backend crate's error (used by the command for its pure layers), code kept.
+    fn from(e: triton_rusttrt::Error) -> Self {
+        Error::new(e.code().to_triton(), e.to_string())
+    }
+}

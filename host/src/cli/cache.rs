@@ -44,10 +44,6 @@ pub enum CacheAction {
     },
 }
 
-fn err(e: triton_rusttrt::Error) -> Error {
-    Error::new(e.code().to_triton(), e.to_string())
-}
-
 fn locations(dirs: &[PathBuf], repo: &Option<PathBuf>) -> Result<Vec<PathBuf>> {
     let mut out = dirs.to_vec();
     if let Some(r) = repo {
@@ -78,7 +74,7 @@ pub fn cache(args: &CacheArgs) -> Result<()> {
             model_repository,
         } => {
             for loc in locations(cache_dir, model_repository)? {
-                let entries = cache::list(&loc).map_err(err)?;
+                let entries = cache::list(&loc).map_err(Error::from)?;
                 let total: u64 = entries.iter().map(|e| e.size).sum();
                 println!(
                     "{} ({} entries, {})",
@@ -113,7 +109,7 @@ pub fn cache(args: &CacheArgs) -> Result<()> {
         } => {
             let mut bad = 0;
             for loc in locations(cache_dir, model_repository)? {
-                for (e, r) in cache::verify(&loc).map_err(err)? {
+                for (e, r) in cache::verify(&loc).map_err(Error::from)? {
                     match r {
                         Ok(()) => println!("ok       {} {}", e.digest, e.label.unwrap_or_default()),
                         Err(x) => {
@@ -123,7 +119,7 @@ pub fn cache(args: &CacheArgs) -> Result<()> {
                     }
                 }
                 if *remove {
-                    for (e, why) in cache::remove_invalid(&loc).map_err(err)? {
+                    for (e, why) in cache::remove_invalid(&loc).map_err(Error::from)? {
                         println!("removed  {} ({why})", e.path.display());
                     }
                 }
@@ -141,9 +137,10 @@ pub fn cache(args: &CacheArgs) -> Result<()> {
             model_repository,
             max_size,
         } => {
-            let cap = triton_rusttrt::backend::engines::parse_size(max_size).map_err(err)?;
+            let cap =
+                triton_rusttrt::backend::engines::parse_size(max_size).map_err(Error::from)?;
             for loc in locations(cache_dir, model_repository)? {
-                let r = cache::prune(&loc, cap).map_err(err)?;
+                let r = cache::prune(&loc, cap).map_err(Error::from)?;
                 for w in &r.warnings {
                     eprintln!("warning: {w}");
                 }

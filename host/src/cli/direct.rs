@@ -16,10 +16,6 @@ use triton_rusttrt::types::DataType;
 
 use crate::error::{Error, Result};
 
-fn err(e: triton_rusttrt::Error) -> Error {
-    Error::new(e.code().to_triton(), e.to_string())
-}
-
 pub struct DirectEngine {
     engine: std::sync::Arc<dyn Engine>,
     runner: Box<dyn Runner>,
@@ -81,7 +77,7 @@ impl DirectEngine {
         if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
             libs.push(p.into());
         }
-        let rt = triton_rusttrt::engine::ort::runtime(&libs).map_err(err)?;
+        let rt = triton_rusttrt::engine::ort::runtime(&libs).map_err(Error::from)?;
         let ep = if matches!(device, Device::Gpu(_)) {
             ExecutionProvider::Cuda
         } else {
@@ -113,7 +109,7 @@ impl DirectEngine {
                 .unwrap_or_default(),
         };
         let engine = if precision == Precision::Fp16 {
-            let m = triton_rusttrt::onnx::load_with_external_data(&path).map_err(err)?;
+            let m = triton_rusttrt::onnx::load_with_external_data(&path).map_err(Error::from)?;
             let mut o = triton_rusttrt::onnx::fp16::Fp16Options::default();
             if let Some(list) = param(cfg, "fp16_keep_fp32_ops") {
                 o.keep_fp32_ops = list
@@ -122,24 +118,25 @@ impl DirectEngine {
                     .filter(|s| !s.is_empty())
                     .collect();
             }
-            let (conv, _) = triton_rusttrt::onnx::fp16::convert_to_fp16(&m, &o).map_err(err)?;
+            let (conv, _) =
+                triton_rusttrt::onnx::fp16::convert_to_fp16(&m, &o).map_err(Error::from)?;
             let bytes = factory
-                .build(&spec, &conv.to_bytes().map_err(err)?)
-                .map_err(err)?;
-            factory.load(&spec, Some(&bytes)).map_err(err)?
+                .build(&spec, &conv.to_bytes().map_err(Error::from)?)
+                .map_err(Error::from)?;
+            factory.load(&spec, Some(&bytes)).map_err(Error::from)?
         } else {
-            factory.load(&spec, None).map_err(err)?
+            factory.load(&spec, None).map_err(Error::from)?
         };
         let (cuda, stream) = match device {
             Device::Gpu(d) => {
-                let dev = CudaDevice::open(d as usize).map_err(err)?;
-                dev.bind_to_thread().map_err(err)?;
-                let s = dev.new_stream().map_err(err)?;
+                let dev = CudaDevice::open(d as usize).map_err(Error::from)?;
+                dev.bind_to_thread().map_err(Error::from)?;
+                let s = dev.new_stream().map_err(Error::from)?;
                 (Some(dev), Some(s))
             }
             Device::Cpu => (None, None),
         };
-        let runner = engine.create_runner(stream.as_ref()).map_err(err)?;
+        let runner = engine.create_runner(stream.as_ref()).map_err(Error::from)?;
         let outputs = cfg["output"]
             .as_array()
             .cloned()
@@ -173,11 +170,13 @@ impl DirectEngine {
         if let (Some(dev), Some(stream)) = (&self.cuda, &self.stream) {
             self.buffers.clear();
             for (_, _, _, bytes) in tensors {
-                let mut b = DeviceBuffer::new(dev, bytes.len().max(1)).map_err(err)?;
-                stream.copy_htod_pageable(bytes, &mut b, 0).map_err(err)?;
+                let mut b = DeviceBuffer::new(dev, bytes.len().max(1)).map_err(Error::from)?;
+                stream
+                    .copy_htod_pageable(bytes, &mut b, 0)
+                    .map_err(Error::from)?;
                 self.buffers.push(b);
             }
-            stream.synchronize().map_err(err)?;
+            stream.synchronize().map_err(Error::from)?;
             for b in &self.buffers {
                 locs.push((b.ptr() as *const u8, MemLoc::Device(dev.ordinal() as i32)));
             }
@@ -203,9 +202,9 @@ impl DirectEngine {
         let mut times = Vec::with_capacity(iters);
         for i in 0..warmup + iters {
             let t = Instant::now();
-            self.runner.run(&refs, &names).map_err(err)?;
+            self.runner.run(&refs, &names).map_err(Error::from)?;
             if let Some(s) = &self.stream {
-                s.synchronize().map_err(err)?;
+                s.synchronize().map_err(Error::from)?;
             }
             if i >= warmup {
                 times.push(t.elapsed().as_secs_f64() * 1e3);

@@ -20,15 +20,11 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-fn err(e: triton_rusttrt::Error) -> Error {
-    Error::new(e.code().to_triton(), e.to_string())
-}
-
 pub fn inspect(args: &InspectArgs) -> Result<()> {
-    let model = triton_rusttrt::onnx::OnnxModel::load(&args.model).map_err(err)?;
-    let sig = model.signature().map_err(err)?;
-    let digest = triton_rusttrt::onnx::model_digest(&args.model).map_err(err)?;
-    let external = model.external_data_files().map_err(err)?;
+    let model = triton_rusttrt::onnx::OnnxModel::load(&args.model).map_err(Error::from)?;
+    let sig = model.signature().map_err(Error::from)?;
+    let digest = triton_rusttrt::onnx::model_digest(&args.model).map_err(Error::from)?;
+    let external = model.external_data_files().map_err(Error::from)?;
     let name = args
         .model
         .parent()
@@ -40,7 +36,7 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         json!({"name": name, "backend": "rusttrt", "max_batch_size": 0, "input": [], "output": []});
     let completed =
         triton_rusttrt::backend::autocomplete::complete(&empty, &sig, args.default_max_batch_size)
-            .map_err(err)?
+            .map_err(Error::from)?
             .unwrap_or(empty);
     if args.json {
         let t = |v: &[triton_rusttrt::engine::TensorSpec]| -> Vec<serde_json::Value> {
