@@ -191,10 +191,15 @@ impl EngineFactory for OrtFactory {
             graph_batches,
             shared: None,
         };
-        // Open one session now: parse errors fail the load (with ONNX Runtime's own message),
-        // and the signature comes from what ONNX Runtime will actually serve.
+        // Open one session now: parse errors and missing execution providers fail the load
+        // (with ONNX Runtime's own message), and the signature comes from what ONNX Runtime will
+        // actually serve.
+        let session = engine.new_session(None)?;
+        let signature = signature_of(&session)
+            .map_err(|e| e.context(format!("model '{}'", spec.model_name)))?;
         // CUDA sessions share one device copy of the weights (off with
-        // onnxruntime_share_weights=false).
+        // onnxruntime_share_weights=false); the probe session then is not handed to a runner,
+        // since it holds a copy of its own.
         let share = spec
             .options
             .get("onnxruntime_share_weights")
@@ -223,13 +228,15 @@ impl EngineFactory for OrtFactory {
             }
             _ => None,
         };
-        let engine = OrtEngine { shared, ..engine };
-        let session = engine.new_session(None)?;
-        let signature = signature_of(&session)
-            .map_err(|e| e.context(format!("model '{}'", spec.model_name)))?;
+        let probe = if shared.is_some() {
+            None
+        } else {
+            Some(session)
+        };
         let engine = OrtEngine {
             signature,
-            probe: std::sync::Mutex::new(Some(session)),
+            shared,
+            probe: std::sync::Mutex::new(probe),
             ..engine
         };
         Ok(Arc::new(engine))
