@@ -549,14 +549,6 @@ fn accuracy_guard(
     })
 }
 
-/// Which device an engine spec is for, in words.
-pub fn device_name(d: Device) -> String {
-    match d {
-        Device::Cpu => "CPU".into(),
-        Device::Gpu(i) => format!("GPU {i}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -467,12 +467,6 @@ impl Engine for OrtEngine {
             (Some(s), None) => s,
             _ => self.new_session(stream)?,
         };
-        let outputs = self
-            .signature
-            .outputs
-            .iter()
-            .map(|o| o.name.clone())
-            .collect();
         let graphs = match (stream, &self.ep, self.device) {
             (Some(s), ExecutionProvider::Cuda, Device::Gpu(d))
                 if !self.graph_batches.is_empty() =>
@@ -484,7 +478,6 @@ impl Engine for OrtEngine {
         Ok(Box::new(OrtRunner {
             session,
             last: Vec::new(),
-            all_outputs: outputs,
             graphs,
             stream: stream.cloned(),
         }))
@@ -562,7 +555,6 @@ struct OrtRunner {
     session: Session,
     /// Outputs of the last run (kept alive so the returned views stay valid).
     last: Vec<(String, DynTensor)>,
-    all_outputs: Vec<String>,
 }
 
 fn memory_info(loc: MemLoc) -> Result<MemoryInfo<'static>> {
@@ -674,7 +666,6 @@ impl Runner for OrtRunner {
             self.last.push((name.to_string(), t));
         }
         drop(result);
-        let _ = &self.all_outputs;
         self.last
             .iter()
             .map(|(name, t)| {
