@@ -137,6 +137,10 @@ const NOT_BUILD_OPTIONS: &[&str] = &[
     "cache_max_size",
     "onnxruntime_library",
     "intra_op_thread_count",
+    // Run-time choices of the ONNX Runtime runner: the cached artifact (the converted model) and
+    // the guard's verdict do not depend on them.
+    "onnxruntime_share_weights",
+    "cuda_graph_batch_sizes",
 ];
 
 /// The cache key: content of the model (+ external data), engine, its library version, device
@@ -615,6 +619,8 @@ mod tests {
         // Options that do not change the build stay out of the key.
         let mut o = spec.clone();
         o.options.insert("cache_dir".into(), "/elsewhere".into());
+        o.options
+            .insert("cuda_graph_batch_sizes".into(), "1,8".into());
         assert_eq!(cache_key(&sig, &f, &o).unwrap().digest, base.digest);
         let mut changed = Vec::new();
         std::fs::copy(
