@@ -298,7 +298,8 @@ fn build_artifact(
         };
         return wrap(&meta, &artifact);
     }
-    let guard = accuracy_guard(state, factory, spec, &artifact)?;
+    // The guard's FP32 reference build is kept: it is the fallback when the guard fails.
+    let (guard, fp32_built) = accuracy_guard(state, factory, spec, &artifact)?;
     let caveat = if spec.device == Device::Cpu && factory.kind() == "onnxruntime" {
         " [CPU: ONNX Runtime computes FP16 nodes in FP32 here, so this checks the FP16 weights, not FP16 arithmetic]"
     } else {
@@ -330,24 +331,27 @@ fn build_artifact(
         guard.rel_l2,
         max_relative_l2(state)
     );
-    let fp32 = BuildSpec {
-        precision: Precision::Fp32,
-        ..spec.clone()
-    };
-    let payload = if factory.cacheable(&fp32) {
-        factory.build(
-            &fp32,
-            &crate::onnx::load_with_external_data(&spec.model_path)?.to_bytes()?,
-        )?
-    } else {
-        Vec::new()
-    };
+    let payload = fp32_built.unwrap_or_default();
     let meta = EnvelopeMeta {
         served_precision: "FP32".into(),
         guard: Some(guard),
         fp16_report: report,
     };
     wrap(&meta, &payload)
+}
+
+/// The FP32 artifact of an engine whose FP32 build is worth keeping (`None`: the engine serves
+/// FP32 straight from the model file).
+fn fp32_artifact(factory: &dyn EngineFactory, spec: &BuildSpec) -> Result<Option<Vec<u8>>> {
+    let fp32 = BuildSpec {
+        precision: Precision::Fp32,
+        ..spec.clone()
+    };
+    if !factory.cacheable(&fp32) {
+        return Ok(None);
+    }
+    let onnx = crate::onnx::load_with_external_data(&spec.model_path)?.to_bytes()?;
+    factory.build(&fp32, &onnx).map(Some)
 }
 
 fn max_relative_l2(state: &ModelState) -> f64 {
@@ -432,18 +436,14 @@ fn accuracy_guard(
     factory: &dyn EngineFactory,
     spec: &BuildSpec,
     artifact: &[u8],
-) -> Result<GuardResult> {
+) -> Result<(GuardResult, Option<Vec<u8>>)> {
     let ctx = |e: Error| e.context(format!("model '{}': FP16 accuracy guard", state.name));
     let fp16 = factory.load(spec, Some(artifact)).map_err(ctx)?;
     let fp32_spec = BuildSpec {
         precision: Precision::Fp32,
         ..spec.clone()
     };
-    let fp32_artifact = if factory.cacheable(&fp32_spec) {
-        Some(factory.build(&fp32_spec, &std::fs::read(&spec.model_path)?)?)
-    } else {
-        None
-    };
+    let fp32_artifact = fp32_artifact(factory, spec)?;
     let fp32 = factory
         .load(&fp32_spec, fp32_artifact.as_deref())
         .map_err(ctx)?;
@@ -545,12 +545,13 @@ fn accuracy_guard(
             worst_cos = worst_cos.min(0.0);
         }
     }
-    Ok(GuardResult {
+    let guard = GuardResult {
         min_cosine: worst_cos,
         rel_l2: worst_l2,
         passed: worst_cos >= threshold && worst_l2 <= max_rel,
         detail: detail.join("; "),
-    })
+    };
+    Ok((guard, fp32_artifact))
 }
 
 #[cfg(test)]

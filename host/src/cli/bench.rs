@@ -13,10 +13,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::{json, Value};
-use triton_abi::*;
 
+use super::run::{dtype_of, percentile, random_bytes};
 use crate::error::{Error, Result};
 use crate::infer::{InferRequest, InputTensor};
 use crate::memory::MemoryType;
@@ -66,20 +66,7 @@ pub struct BenchArgs {
     pub verbose: bool,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e3
-}
-
-fn dtype_of(v: &Value) -> u32 {
-    let s = v.as_str().unwrap_or("");
-    datatype_from_name(s.strip_prefix("TYPE_").unwrap_or(s))
-}
-
-/// Seeded random input tensors of batch `b` (normal-ish floats, small integers).
+/// Seeded random input tensors of batch `b` (the same generator as `rusttrt run`).
 fn inputs(cfg: &Value, b: usize, seed: u64) -> Vec<(String, u32, Vec<i64>, Vec<u8>)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let batching = cfg["max_batch_size"].as_i64().unwrap_or(0) > 0;
@@ -101,21 +88,7 @@ fn inputs(cfg: &Value, b: usize, seed: u64) -> Vec<(String, u32, Vec<i64>, Vec<u
                 shape.insert(0, b as i64);
             }
             let n: usize = shape.iter().product::<i64>() as usize;
-            let mut bytes = Vec::with_capacity(n * datatype_byte_size(dt) as usize);
-            for _ in 0..n {
-                match dt {
-                    TRITONSERVER_TYPE_FP32 => {
-                        bytes.extend((rng.random::<f32>() * 2.0 - 1.0).to_le_bytes())
-                    }
-                    TRITONSERVER_TYPE_FP16 => {
-                        bytes.extend(half::f16::from_f32(rng.random::<f32>()).to_le_bytes())
-                    }
-                    d => bytes.extend(
-                        &(rng.random_range(0..2i64)).to_le_bytes()
-                            [..datatype_byte_size(d) as usize],
-                    ),
-                }
-            }
+            let bytes = random_bytes(&mut rng, dt, n);
             (
                 i["name"].as_str().unwrap_or("").to_string(),
                 dt,

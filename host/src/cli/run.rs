@@ -98,7 +98,7 @@ pub fn default_backend_lib() -> Result<PathBuf> {
         })
 }
 
-fn dtype_of(v: &Value) -> u32 {
+pub(crate) fn dtype_of(v: &Value) -> u32 {
     let s = v.as_str().unwrap_or("");
     match s.strip_prefix("TYPE_").unwrap_or(s) {
         "STRING" => TRITONSERVER_TYPE_BYTES,
@@ -106,7 +106,7 @@ fn dtype_of(v: &Value) -> u32 {
     }
 }
 
-fn random_bytes(rng: &mut rand::rngs::StdRng, dt: u32, n: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(rng: &mut rand::rngs::StdRng, dt: u32, n: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..n {
         match dt {
@@ -244,7 +244,7 @@ fn summarize(o: &OutputTensor) -> Value {
     })
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
