@@ -94,6 +94,13 @@ typedef void (*rt_logger_fn)(void* user, int32_t severity, const char* msg);
 
 typedef struct rt_lib rt_lib;
 
+/* Version of this C interface. The shim is its own shared library
+ * (libtriton_rusttrt_tensorrt.so, one per TensorRT major version) that the backend dlopens; the
+ * backend refuses a library whose rt_abi_version() differs from the RT_ABI_VERSION it was
+ * compiled with. Bump it on any change of a signature, struct or meaning in this file. */
+#define RT_ABI_VERSION 1
+int32_t rt_abi_version(void);
+
 /* NV_TENSORRT_VERSION of the headers the shim was compiled with (MAJOR*10000+MINOR*100+PATCH). */
 int32_t rt_header_version(void);
 

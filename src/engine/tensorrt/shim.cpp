@@ -316,6 +316,8 @@ extern "C" void rt_bytes_free(rt_bytes* bytes) {
     }
 }
 
+extern "C" int32_t rt_abi_version(void) { return RT_ABI_VERSION; }
+
 extern "C" int32_t rt_header_version(void) { return static_cast<int32_t>(NV_TENSORRT_VERSION); }
 
 extern "C" void rt_set_logger(rt_logger_fn log_cb, void* log_user, int32_t max_severity) {
