@@ -1,14 +1,11 @@
-//! Build script: generates the ONNX protobuf code and, where TensorRT headers are found,
-//! compiles the TensorRT shim (see buildsrc/).
+//! Build script: generates the ONNX protobuf code (see buildsrc/). The TensorRT shim is not part
+//! of this crate: it is its own library (scripts/build-trt-shim.sh, cmake/), opened at run time.
 
 #[path = "buildsrc/onnx_proto.rs"]
 mod onnx_proto;
-#[path = "buildsrc/tensorrt.rs"]
-mod tensorrt;
 
 fn main() {
     onnx_proto::generate();
-    tensorrt::detect_and_compile();
     // Integration tests load the .so through the host, which must export the server-side
     // TRITONSERVER_* / TRITONBACKEND_* functions from the test executable.
     println!("cargo:rustc-link-arg-tests=-rdynamic");

@@ -119,25 +119,20 @@ impl ModelState {
         Ok(engine)
     }
 
-    fn factory(&self, device: Device) -> Result<Box<dyn EngineFactory>> {
-        let want_trt = match self.params.engine {
-            EngineChoice::TensorRt => true,
-            EngineChoice::OnnxRuntime => false,
-            EngineChoice::Auto => {
-                matches!(device, Device::Gpu(_)) && crate::engine::tensorrt::compiled_in()
-            }
-        };
-        if want_trt {
-            if device == Device::Cpu {
-                return Err(Error::invalid_arg(
-                    "engine 'tensorrt' needs a KIND_GPU instance (this instance is KIND_CPU)",
-                ));
-            }
-            let timing = self.cache_root()?.map(|r| r.join("timing"));
-            return crate::engine::tensorrt::factory(&self.backend, timing);
+    /// The native TensorRT factory (shim library + TensorRT), for a GPU instance.
+    fn tensorrt_factory(&self, device: Device) -> Result<Box<dyn EngineFactory>> {
+        if device == Device::Cpu {
+            return Err(Error::invalid_arg(
+                "engine 'tensorrt' needs a KIND_GPU instance (this instance is KIND_CPU)",
+            ));
         }
+        let timing = self.cache_root()?.map(|r| r.join("timing"));
+        crate::engine::tensorrt::factory(&self.backend, timing)
+    }
+
+    fn ort_factory(&self, device: Device, provider: OrtGpuProvider) -> Result<Box<dyn EngineFactory>> {
         let rt = crate::engine::ort::runtime(&self.params.ort_library_candidates)?;
-        let ep = match (device, self.params.ort_gpu_provider) {
+        let ep = match (device, provider) {
             (Device::Cpu, _) => ExecutionProvider::Cpu,
             (Device::Gpu(_), OrtGpuProvider::Cuda) => ExecutionProvider::Cuda,
             (Device::Gpu(_), OrtGpuProvider::TensorRt) => ExecutionProvider::TensorRt {
@@ -234,10 +229,59 @@ impl ModelState {
         }
     }
 
+    /// Builds or loads the engine of `device`. `engine: tensorrt` fails with the native
+    /// engine's reason; `engine: auto` on a GPU tries the native engine first and, where it
+    /// cannot be used (no shim or TensorRT library, a version mismatch, a parser or build
+    /// failure), serves with ONNX Runtime — its TensorRT execution provider when that loads,
+    /// else CUDA — and says why in one log line.
     fn load_engine(&self, device: Device) -> Result<Arc<dyn Engine>> {
-        let factory = self.factory(device)?;
         let spec = self.build_spec(device);
-        super::engines::load_engine(self, factory.as_ref(), &spec)
+        let load = |f: Box<dyn EngineFactory>| super::engines::load_engine(self, f.as_ref(), &spec);
+        match (self.params.engine, device) {
+            (EngineChoice::TensorRt, _) => load(self.tensorrt_factory(device)?),
+            (EngineChoice::OnnxRuntime, _) | (EngineChoice::Auto, Device::Cpu) => {
+                load(self.ort_factory(device, self.params.ort_gpu_provider)?)
+            }
+            (EngineChoice::Auto, Device::Gpu(ordinal)) => {
+                let native = self.tensorrt_factory(device).and_then(load);
+                let why = match native {
+                    Ok(e) => return Ok(e),
+                    Err(e) => e,
+                };
+                let first_line = why.to_string().lines().next().unwrap_or("").to_string();
+                if self.params.ort_gpu_provider == OrtGpuProvider::TensorRt
+                    || crate::engine::ort::tensorrt_ep_compiled_in(
+                        &self.params.ort_library_candidates,
+                    )
+                {
+                    match self
+                        .ort_factory(device, OrtGpuProvider::TensorRt)
+                        .and_then(load)
+                    {
+                        Ok(e) => {
+                            log!(
+                                Warn,
+                                "model '{}': engine auto on GPU {ordinal}: the native TensorRT engine cannot be used ({first_line}); serving with ONNX Runtime's TensorRT execution provider",
+                                self.name
+                            );
+                            return Ok(e);
+                        }
+                        Err(e2) => log!(
+                            Info,
+                            "model '{}': ONNX Runtime's TensorRT execution provider cannot be used either ({}); trying CUDA",
+                            self.name,
+                            e2.to_string().lines().next().unwrap_or("")
+                        ),
+                    }
+                }
+                log!(
+                    Warn,
+                    "model '{}': engine auto on GPU {ordinal}: the native TensorRT engine cannot be used ({first_line}); serving with ONNX Runtime's CUDA execution provider",
+                    self.name
+                );
+                load(self.ort_factory(device, OrtGpuProvider::Cuda)?)
+            }
+        }
     }
 }
 

@@ -96,6 +96,28 @@ fn library_version(path: &Path) -> Result<String> {
     }
 }
 
+/// Whether the ONNX Runtime found through `candidates` was compiled with its TensorRT execution
+/// provider (false when it cannot be loaded). Compiled in is not usable: registering it still
+/// needs TensorRT's libraries.
+pub fn tensorrt_ep_compiled_in(candidates: &[PathBuf]) -> bool {
+    use ort::ep::ExecutionProvider as _;
+    runtime(candidates).is_ok() && ort::ep::TensorRT::is_available().unwrap_or(false)
+}
+
+/// The execution providers the loaded ONNX Runtime was compiled with.
+pub fn available_providers(candidates: &[PathBuf]) -> Result<Vec<String>> {
+    use ort::ep::ExecutionProvider as _;
+    runtime(candidates)?;
+    let mut v = vec!["CPUExecutionProvider".to_string()];
+    if ort::ep::CUDA::is_available().unwrap_or(false) {
+        v.push("CUDAExecutionProvider".into());
+    }
+    if ort::ep::TensorRT::is_available().unwrap_or(false) {
+        v.push("TensorrtExecutionProvider".into());
+    }
+    Ok(v)
+}
+
 /// Which execution provider a session uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecutionProvider {

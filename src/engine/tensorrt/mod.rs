@@ -1,9 +1,13 @@
 //! Native TensorRT engine: ONNX → serialized TensorRT plan → execution contexts.
 //!
 //! The TensorRT C++ API is reached through a thin C++ shim (`shim.cpp`, C interface in
-//! `include/rusttrt_trt.h`), compiled by build.rs only where TensorRT and CUDA headers are found
-//! (cfg `rusttrt_tensorrt`). The TensorRT libraries are opened at run time; their major version
-//! must equal the headers'. Without the headers [`TensorRtFactory::new`] returns UNSUPPORTED.
+//! `include/rusttrt_trt.h`) built as its own library, `libtriton_rusttrt_tensorrt.so`, one per
+//! TensorRT major version (scripts/build-trt-shim.sh, cmake/), which this module opens at run
+//! time ([`ffi::open`]); the backend itself never needs TensorRT headers. The shim opens the
+//! TensorRT libraries in turn; their major version must equal its headers'. Any other
+//! implementation of the same C interface can stand in for it: the tests run this whole engine
+//! over the C-seam double of crates/trt-seam-double, and the shim itself over the ABI double of
+//! tests/trt_abi_double.
 //!
 //! CUDA (making a device current, streams, device memory, copies, the device's identity) is not
 //! done here: the caller plugs it in through [`GpuRuntime`], so the backend's cuda layer stays
@@ -14,14 +18,10 @@
 pub mod cuda_glue;
 pub mod options;
 
-#[cfg(rusttrt_tensorrt)]
 mod ffi;
-#[cfg(rusttrt_tensorrt)]
 mod native;
 
 use crate::engine::{BuildSpec, Device};
-#[cfg(not(rusttrt_tensorrt))]
-use crate::engine::{Engine, EngineFactory};
 use crate::error::{Error, Result};
 use crate::types::DataType;
 use sha2::{Digest, Sha256};
@@ -65,9 +65,15 @@ pub trait GpuRuntime: Send + Sync {
     fn alloc(&self, device: i32, bytes: usize) -> Result<Box<dyn GpuBuffer>>;
 }
 
-/// Where to find TensorRT and where to keep its timing cache.
+/// File name of the shim library, installed beside the backend (one per TensorRT major version).
+pub const SHIM_LIBRARY: &str = "libtriton_rusttrt_tensorrt.so";
+
+/// Where to find the shim and TensorRT, and where to keep TensorRT's timing cache.
 #[derive(Debug, Clone, Default)]
 pub struct TensorRtConfig {
+    /// The shim library (`libtriton_rusttrt_tensorrt.so`, built against one TensorRT major
+    /// version's headers), or a double of it.
+    pub shim_path: PathBuf,
     /// `libnvinfer.so.<MAJOR>` when `None`.
     pub nvinfer_path: Option<PathBuf>,
     /// `libnvonnxparser.so.<MAJOR>` when `None`.
@@ -117,7 +123,6 @@ pub fn set_log_sink(sink: LogSink) {
     }
 }
 
-#[cfg_attr(not(rusttrt_tensorrt), allow(dead_code))]
 pub(crate) fn emit_log(sev: LogSeverity, msg: &str) {
     let sink = match LOG_SINK.read() {
         Ok(g) => g.clone(),
@@ -128,11 +133,6 @@ pub(crate) fn emit_log(sev: LogSeverity, msg: &str) {
         None if sev <= LogSeverity::Warning => eprintln!("rusttrt tensorrt [{sev:?}]: {msg}"),
         None => {}
     }
-}
-
-/// TensorRT header version rusttrt was compiled against ("10.16.0"), if any.
-pub fn header_version() -> Option<&'static str> {
-    option_env!("RUSTTRT_TRT_HEADER_VERSION")
 }
 
 /// The crate's data type of a TensorRT `DataType` value (`None` for FP8, INT4, FP4, E8M0).
@@ -179,7 +179,6 @@ pub fn timing_cache_file_name(library_version: &str, device_identity: &str) -> S
     format!("tensorrt-{version}-{}.timing", &digest[..16])
 }
 
-#[cfg_attr(not(rusttrt_tensorrt), allow(dead_code))]
 fn gpu_of(spec: &BuildSpec) -> Result<i32> {
     match spec.device {
         Device::Gpu(d) => Ok(d),
@@ -190,17 +189,21 @@ fn gpu_of(spec: &BuildSpec) -> Result<i32> {
     }
 }
 
-#[cfg(rusttrt_tensorrt)]
 pub use native::{TensorRtEngine, TensorRtFactory};
 
-/// Whether this build has the native TensorRT engine (TensorRT headers were found at build time).
-pub fn compiled_in() -> bool {
-    cfg!(rusttrt_tensorrt)
+/// Where the shim library is looked for: the backend config's `tensorrt-shim-library` (a
+/// relative path is taken from the backend's directory), else `libtriton_rusttrt_tensorrt.so`
+/// beside the backend.
+pub fn shim_path(backend: &crate::backend::BackendState) -> PathBuf {
+    match backend.get("tensorrt-shim-library") {
+        Some(p) => backend.backend_dir.join(p),
+        None => backend.backend_dir.join(SHIM_LIBRARY),
+    }
 }
 
-/// The TensorRT factory with the backend's settings and the cuda layer plugged in. The
-/// libraries come from the backend config (`tensorrt-library`, `tensorrt-parser-library`) or
-/// the loader's search path; TensorRT's log goes to Triton's log.
+/// The TensorRT factory with the backend's settings and the cuda layer plugged in. The shim
+/// comes from [`shim_path`]; TensorRT's libraries from the backend config (`tensorrt-library`,
+/// `tensorrt-parser-library`) or the loader's search path; TensorRT's log goes to Triton's log.
 pub fn factory(
     backend: &crate::backend::BackendState,
     timing_cache_dir: Option<PathBuf>,
@@ -215,6 +218,7 @@ pub fn factory(
         crate::triton::log(level, "tensorrt", 0, msg);
     }));
     let config = TensorRtConfig {
+        shim_path: shim_path(backend),
         nvinfer_path: backend.get("tensorrt-library").map(PathBuf::from),
         parser_path: backend.get("tensorrt-parser-library").map(PathBuf::from),
         timing_cache_dir,
@@ -222,43 +226,6 @@ pub fn factory(
     };
     let f = TensorRtFactory::new(config, Arc::new(cuda_glue::CudaRuntime))?;
     Ok(Box::new(f))
-}
-
-/// Native TensorRT engines (this build has no TensorRT: [`TensorRtFactory::new`] fails).
-#[cfg(not(rusttrt_tensorrt))]
-pub struct TensorRtFactory {
-    never: std::convert::Infallible,
-}
-
-#[cfg(not(rusttrt_tensorrt))]
-impl TensorRtFactory {
-    pub fn new(_config: TensorRtConfig, _gpu: Arc<dyn GpuRuntime>) -> Result<Self> {
-        Err(Error::unsupported(
-            "rusttrt was built without TensorRT headers (set TENSORRT_INCLUDE_DIR or TENSORRT_ROOT when building)",
-        ))
-    }
-}
-
-#[cfg(not(rusttrt_tensorrt))]
-impl EngineFactory for TensorRtFactory {
-    fn kind(&self) -> &'static str {
-        "tensorrt"
-    }
-    fn library_version(&self) -> String {
-        match self.never {}
-    }
-    fn device_identity(&self, _device: Device) -> Result<String> {
-        match self.never {}
-    }
-    fn cacheable(&self, _spec: &BuildSpec) -> bool {
-        match self.never {}
-    }
-    fn build(&self, _spec: &BuildSpec, _onnx: &[u8]) -> Result<Vec<u8>> {
-        match self.never {}
-    }
-    fn load(&self, _spec: &BuildSpec, _artifact: Option<&[u8]>) -> Result<Arc<dyn Engine>> {
-        match self.never {}
-    }
 }
 
 #[cfg(test)]
@@ -309,31 +276,5 @@ mod tests {
             e.to_string().contains("model 'm'") && e.to_string().contains("GPU"),
             "{e}"
         );
-    }
-
-    #[cfg(not(rusttrt_tensorrt))]
-    #[test]
-    fn without_headers_the_factory_is_unsupported() {
-        struct NoGpu;
-        impl GpuRuntime for NoGpu {
-            fn set_device(&self, _: i32) -> Result<()> {
-                Err(Error::unavailable("no gpu"))
-            }
-            fn device_identity(&self, _: i32) -> Result<String> {
-                Err(Error::unavailable("no gpu"))
-            }
-            fn create_stream(&self, _: i32) -> Result<Box<dyn GpuStream>> {
-                Err(Error::unavailable("no gpu"))
-            }
-            fn alloc(&self, _: i32, _: usize) -> Result<Box<dyn GpuBuffer>> {
-                Err(Error::unavailable("no gpu"))
-            }
-        }
-        let e = TensorRtFactory::new(TensorRtConfig::default(), Arc::new(NoGpu))
-            .err()
-            .unwrap();
-        assert_eq!(e.code(), crate::error::ErrorCode::Unsupported);
-        assert!(e.to_string().contains("TENSORRT_INCLUDE_DIR"), "{e}");
-        assert_eq!(header_version(), None);
     }
 }

@@ -1,7 +1,7 @@
-//! The TensorRT engine over the shim (compiled only with cfg `rusttrt_tensorrt`): safe owners of
+//! The TensorRT engine over the shim library: safe owners of
 //! the shim's handles, the factory, the engine and the per-instance runner.
 
-use super::ffi;
+use super::ffi::{self, ShimApi};
 use super::options::{derive_profiles, NetInput, TrtOptions};
 use super::{
     data_type_from_trt, emit_log, gpu_of, timing_cache_file_name, trt_type_name, GpuBuffer,
@@ -98,14 +98,17 @@ unsafe extern "C" fn log_trampoline(_user: *mut c_void, severity: i32, msg: *con
 // ---- owners ---------------------------------------------------------------------------------
 
 /// Bytes allocated by the shim.
-struct ShimBytes(ffi::rt_bytes);
+struct ShimBytes(ffi::rt_bytes, Arc<ShimApi>);
 
 impl ShimBytes {
-    fn empty() -> Self {
-        ShimBytes(ffi::rt_bytes {
-            data: ptr::null_mut(),
-            len: 0,
-        })
+    fn empty(api: &Arc<ShimApi>) -> Self {
+        ShimBytes(
+            ffi::rt_bytes {
+                data: ptr::null_mut(),
+                len: 0,
+            },
+            api.clone(),
+        )
     }
     fn as_slice(&self) -> &[u8] {
         if self.0.data.is_null() || self.0.len == 0 {
@@ -119,11 +122,14 @@ impl ShimBytes {
 impl Drop for ShimBytes {
     fn drop(&mut self) {
         // SAFETY: `self.0` is either empty or was filled by the shim; rt_bytes_free accepts both.
-        unsafe { ffi::rt_bytes_free(&mut self.0) }
+        unsafe { (self.1.rt_bytes_free)(&mut self.0) }
     }
 }
 
-struct Lib(NonNull<ffi::rt_lib>);
+struct Lib {
+    ptr: NonNull<ffi::rt_lib>,
+    api: Arc<ShimApi>,
+}
 
 // SAFETY: an rt_lib is immutable after rt_library_open (function pointers and version numbers);
 // the header documents it as usable from several threads at once.
@@ -135,7 +141,7 @@ impl Drop for Lib {
     fn drop(&mut self) {
         // SAFETY: the pointer came from rt_library_open; networks and engines hold an Arc<Lib>,
         // so none outlives it.
-        unsafe { ffi::rt_library_destroy(self.0.as_ptr()) }
+        unsafe { (self.api.rt_library_destroy)(self.ptr.as_ptr()) }
     }
 }
 
@@ -147,7 +153,7 @@ struct Network {
 impl Drop for Network {
     fn drop(&mut self) {
         // SAFETY: the pointer came from rt_network_parse and is destroyed once, here.
-        unsafe { ffi::rt_network_destroy(self.ptr.as_ptr()) }
+        unsafe { (self._lib.api.rt_network_destroy)(self.ptr.as_ptr()) }
     }
 }
 
@@ -165,7 +171,7 @@ unsafe impl Sync for EngineHandle {}
 impl Drop for EngineHandle {
     fn drop(&mut self) {
         // SAFETY: from rt_engine_load; contexts hold an Arc<EngineHandle>, so none outlives it.
-        unsafe { ffi::rt_engine_destroy(self.ptr.as_ptr()) }
+        unsafe { (self._lib.api.rt_engine_destroy)(self.ptr.as_ptr()) }
     }
 }
 
@@ -182,7 +188,7 @@ unsafe impl Send for ContextHandle {}
 impl Drop for ContextHandle {
     fn drop(&mut self) {
         // SAFETY: from rt_context_new, destroyed once, before its engine (held by `_engine`).
-        unsafe { ffi::rt_context_destroy(self.ptr.as_ptr()) }
+        unsafe { (self._engine._lib.api.rt_context_destroy)(self.ptr.as_ptr()) }
     }
 }
 
@@ -193,13 +199,18 @@ pub struct TensorRtFactory {
     lib: Arc<Lib>,
     gpu: Arc<dyn GpuRuntime>,
     config: TensorRtConfig,
+    /// Loaded TensorRT library, its build and the ONNX parser ("10.16.0.106+onnxparser10160").
     version: String,
+    /// TensorRT version of the headers the shim was compiled with ("10.16.0").
+    header_version: String,
 }
 
 impl TensorRtFactory {
-    /// Opens the TensorRT libraries (see [`TensorRtConfig`]); fails when they are missing or of
-    /// another major version than the headers rusttrt was compiled with.
+    /// Opens the shim library and, through it, the TensorRT libraries (see [`TensorRtConfig`]);
+    /// fails when one is missing, or TensorRT is of another major version than the headers the
+    /// shim was compiled with.
     pub fn new(config: TensorRtConfig, gpu: Arc<dyn GpuRuntime>) -> Result<Self> {
+        let api = ffi::open(&config.shim_path)?;
         let path_c = |p: &Option<std::path::PathBuf>| -> Result<Option<CString>> {
             p.as_ref()
                 .map(|p| cstring("library path", &p.to_string_lossy()))
@@ -214,7 +225,7 @@ impl TensorRtFactory {
                 // SAFETY: paths are NUL-terminated or null; `raw` is a valid out slot; the
                 // trampoline is a plain function valid for the whole process.
                 unsafe {
-                    ffi::rt_library_open(
+                    (api.rt_library_open)(
                         nvinfer.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
                         parser.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
                         Some(log_trampoline),
@@ -227,11 +238,16 @@ impl TensorRtFactory {
             },
         )?;
         let lib = NonNull::new(raw)
-            .map(|p| Arc::new(Lib(p)))
+            .map(|ptr| {
+                Arc::new(Lib {
+                    ptr,
+                    api: api.clone(),
+                })
+            })
             .ok_or_else(|| Error::internal("rt_library_open succeeded without a library handle"))?;
         // SAFETY: plain setter; the trampoline lives for the whole process.
         unsafe {
-            ffi::rt_set_logger(
+            (api.rt_set_logger)(
                 Some(log_trampoline),
                 ptr::null_mut(),
                 config.max_log_severity as i32,
@@ -239,18 +255,21 @@ impl TensorRtFactory {
         };
         let (mut v, mut build, mut pv) = (0i32, 0i32, 0i32);
         // SAFETY: valid handle and out pointers.
-        unsafe { ffi::rt_library_version(lib.0.as_ptr(), &mut v, &mut build, &mut pv) };
+        unsafe { (api.rt_library_version)(lib.ptr.as_ptr(), &mut v, &mut build, &mut pv) };
         let version = format!(
             "{}.{}.{}.{build}+onnxparser{pv}",
             v / 10000,
             v / 100 % 100,
             v % 100
         );
+        // SAFETY: returns a constant.
+        let hv = unsafe { (api.rt_header_version)() };
+        let header_version = format!("{}.{}.{}", hv / 10000, hv / 100 % 100, hv % 100);
         emit_log(
             LogSeverity::Info,
             &format!(
-                "rusttrt: loaded TensorRT {version} (compiled against headers {})",
-                super::header_version().unwrap_or("?")
+                "rusttrt: loaded TensorRT {version} through the shim {} (compiled against TensorRT {header_version} headers)",
+                api.path.display()
             ),
         );
         Ok(TensorRtFactory {
@@ -258,13 +277,19 @@ impl TensorRtFactory {
             gpu,
             config,
             version,
+            header_version,
         })
     }
 
     /// NV_TENSORRT_VERSION of the headers the shim was compiled with.
-    pub fn header_version_number() -> i32 {
+    pub fn header_version_number(&self) -> i32 {
         // SAFETY: returns a constant.
-        unsafe { ffi::rt_header_version() }
+        unsafe { (self.lib.api.rt_header_version)() }
+    }
+
+    /// TensorRT version of the headers the shim was compiled with ("10.16.0").
+    pub fn header_version(&self) -> &str {
+        &self.header_version
     }
 
     fn parse(&self, spec: &BuildSpec, onnx: &[u8], strongly_typed: bool) -> Result<Network> {
@@ -277,8 +302,8 @@ impl TensorRtFactory {
                 // SAFETY: `onnx` is readable for its length during the call (the parser copies
                 // what it needs); `path` is NUL-terminated; `raw` is a valid out slot.
                 unsafe {
-                    ffi::rt_network_parse(
-                        self.lib.0.as_ptr(),
+                    (self.lib.api.rt_network_parse)(
+                        self.lib.ptr.as_ptr(),
                         onnx.as_ptr().cast(),
                         onnx.len(),
                         path.as_ptr(),
@@ -300,7 +325,7 @@ impl TensorRtFactory {
 
     fn network_inputs(net: &Network) -> Result<Vec<NetInput>> {
         // SAFETY: valid network handle.
-        let n = unsafe { ffi::rt_network_input_count(net.ptr.as_ptr()) };
+        let n = unsafe { (net._lib.api.rt_network_input_count)(net.ptr.as_ptr()) };
         let mut out = Vec::new();
         for i in 0..n {
             let mut name: *const c_char = ptr::null();
@@ -311,7 +336,7 @@ impl TensorRtFactory {
                 |err, len| {
                     // SAFETY: valid handle, index in range, valid out pointers.
                     unsafe {
-                        ffi::rt_network_input_info(
+                        (net._lib.api.rt_network_input_info)(
                             net.ptr.as_ptr(),
                             i,
                             &mut name,
@@ -350,7 +375,7 @@ impl TensorRtFactory {
         let opts = TrtOptions::from_options(&spec.options)?;
         self.gpu.set_device(device)?;
         if spec.precision == Precision::Fp16
-            && (opts.strongly_typed || Self::header_version_number() >= 11_00_00)
+            && (opts.strongly_typed || self.header_version_number() >= 11_00_00)
         {
             emit_log(
                 LogSeverity::Info,
@@ -413,8 +438,8 @@ impl TensorRtFactory {
             },
             None => Vec::new(),
         };
-        let mut cache_out = ShimBytes::empty();
-        let mut plan = ShimBytes::empty();
+        let mut cache_out = ShimBytes::empty(&self.lib.api);
+        let mut plan = ShimBytes::empty(&self.lib.api);
         let c_opts = ffi::rt_build_options {
             fp16: i32::from(spec.precision == Precision::Fp16),
             workspace_bytes: opts.workspace_bytes.unwrap_or(0),
@@ -431,7 +456,7 @@ impl TensorRtFactory {
             |err, len| {
                 // SAFETY: every pointer in `c_opts` refers to memory alive until after the call
                 // (names, c_inputs, c_profiles, cache_in, cache_out); `plan` is a valid out slot.
-                unsafe { ffi::rt_network_build(net.ptr.as_ptr(), &c_opts, &mut plan.0, err, len) }
+                unsafe { (self.lib.api.rt_network_build)(net.ptr.as_ptr(), &c_opts, &mut plan.0, err, len) }
             },
         )?;
         drop(net);
@@ -457,8 +482,8 @@ impl TensorRtFactory {
             |err, len| {
                 // SAFETY: `plan` is readable for its length during the call; valid out slot.
                 unsafe {
-                    ffi::rt_engine_load(
-                        self.lib.0.as_ptr(),
+                    (self.lib.api.rt_engine_load)(
+                        self.lib.ptr.as_ptr(),
                         plan.as_ptr().cast(),
                         plan.len(),
                         &mut raw,
@@ -571,7 +596,7 @@ impl TensorRtEngine {
     ) -> Result<Self> {
         let e = handle.ptr.as_ptr();
         // SAFETY: valid engine handle.
-        let n = unsafe { ffi::rt_engine_io_count(e) };
+        let n = unsafe { (handle._lib.api.rt_engine_io_count)(e) };
         let mut io = Vec::new();
         for i in 0..n {
             let mut name: *const c_char = ptr::null();
@@ -582,7 +607,7 @@ impl TensorRtEngine {
                 |err, len| {
                     // SAFETY: valid handle, index in range, valid out pointers.
                     unsafe {
-                        ffi::rt_engine_io_info(
+                        (handle._lib.api.rt_engine_io_info)(
                             e,
                             i,
                             &mut name,
@@ -618,7 +643,7 @@ impl TensorRtEngine {
             });
         }
         // SAFETY: valid engine handle.
-        let n_profiles = unsafe { ffi::rt_engine_profile_count(e) }.max(0);
+        let n_profiles = unsafe { (handle._lib.api.rt_engine_profile_count)(e) }.max(0);
         let mut profile_ranges = Vec::new();
         for p in 0..n_profiles {
             let mut ranges = Vec::new();
@@ -630,7 +655,7 @@ impl TensorRtEngine {
                         |err, len| {
                             // SAFETY: valid handle, NUL-terminated name, valid out pointer.
                             unsafe {
-                                ffi::rt_engine_profile_shape(
+                                (handle._lib.api.rt_engine_profile_shape)(
                                     e,
                                     t.c_name.as_ptr(),
                                     p,
@@ -701,7 +726,7 @@ impl Engine for TensorRtEngine {
             },
             |err, len| {
                 // SAFETY: valid engine handle, valid out slot.
-                unsafe { ffi::rt_context_new(self.handle.ptr.as_ptr(), &mut raw, err, len) }
+                unsafe { (self.handle._lib.api.rt_context_new)(self.handle.ptr.as_ptr(), &mut raw, err, len) }
             },
         )?;
         let ptr = NonNull::new(raw)
@@ -790,7 +815,7 @@ impl TensorRtRunner {
                 // SAFETY: valid context; NUL-terminated name; `p` is a live device allocation
                 // owned by this runner.
                 unsafe {
-                    ffi::rt_context_set_tensor_address(
+                    (self.ctx._engine._lib.api.rt_context_set_tensor_address)(
                         self.ctx.ptr.as_ptr(),
                         t.c_name.as_ptr(),
                         p,
@@ -833,7 +858,7 @@ impl TensorRtRunner {
             |err, len| {
                 // SAFETY: valid context and the runner's own stream.
                 unsafe {
-                    ffi::rt_context_set_profile(self.ctx.ptr.as_ptr(), p as i32, stream, err, len)
+                    (self.ctx._engine._lib.api.rt_context_set_profile)(self.ctx.ptr.as_ptr(), p as i32, stream, err, len)
                 }
             },
         )?;
@@ -915,7 +940,7 @@ impl TensorRtRunner {
             call_raw(|err, len| {
                 // SAFETY: valid context, NUL-terminated name, valid dims.
                 unsafe {
-                    ffi::rt_context_set_input_shape(
+                    (self.ctx._engine._lib.api.rt_context_set_input_shape)(
                         self.ctx.ptr.as_ptr(),
                         io.c_name.as_ptr(),
                         &dims,
@@ -949,7 +974,7 @@ impl TensorRtRunner {
                 |err, len| {
                     // SAFETY: valid context, NUL-terminated name, valid out pointer.
                     unsafe {
-                        ffi::rt_context_tensor_shape(
+                        (self.ctx._engine._lib.api.rt_context_tensor_shape)(
                             self.ctx.ptr.as_ptr(),
                             io.c_name.as_ptr(),
                             &mut d,
@@ -977,7 +1002,7 @@ impl TensorRtRunner {
             |err, len| {
                 // SAFETY: valid context; every I/O address was set to a live buffer of this
                 // runner; `stream` belongs to this runner's device.
-                unsafe { ffi::rt_context_enqueue(self.ctx.ptr.as_ptr(), stream, err, len) }
+                unsafe { (self.ctx._engine._lib.api.rt_context_enqueue)(self.ctx.ptr.as_ptr(), stream, err, len) }
             },
         )?;
         self.stream.synchronize()?;
@@ -1048,17 +1073,6 @@ mod tests {
     }
 
     #[test]
-    fn shim_reports_its_header_version() {
-        let v = TensorRtFactory::header_version_number();
-        let text = super::super::header_version().unwrap();
-        let want = text
-            .split('.')
-            .map(|p| p.parse::<i32>().unwrap())
-            .fold(0, |acc, p| acc * 100 + p);
-        assert_eq!(v, want, "{text}");
-    }
-
-    #[test]
     fn missing_library_is_a_clear_error() {
         struct NoGpu;
         impl GpuRuntime for NoGpu {
@@ -1076,13 +1090,14 @@ mod tests {
             }
         }
         let config = TensorRtConfig {
-            nvinfer_path: Some("/nonexistent/libnvinfer.so.10".into()),
+            shim_path: "/nonexistent/libtriton_rusttrt_tensorrt.so".into(),
             ..Default::default()
         };
         let e = TensorRtFactory::new(config, Arc::new(NoGpu)).err().unwrap();
         assert_eq!(e.code(), ErrorCode::Unavailable);
         assert!(
-            e.to_string().contains("/nonexistent/libnvinfer.so.10"),
+            e.to_string()
+                .contains("/nonexistent/libtriton_rusttrt_tensorrt.so"),
             "{e}"
         );
     }
