@@ -429,6 +429,9 @@ fn to_f32(dtype: DataType, bytes: &[u8]) -> Option<Vec<f32>> {
     })
 }
 
+/// Outputs copied to the host: data type, shape, bytes.
+type HostOutputs = Vec<(DataType, Vec<i64>, Vec<u8>)>;
+
 /// Runs the FP16 engine and the FP32 reference on the same seeded inputs and compares every
 /// floating-point output per row (per batch item).
 fn accuracy_guard(
@@ -490,19 +493,14 @@ fn accuracy_guard(
         .collect();
     let mut r16 = fp16.create_runner(None).map_err(ctx)?;
     let mut r32 = fp32.create_runner(None).map_err(ctx)?;
-    let o16: Vec<(DataType, Vec<i64>, Vec<u8>)> = r16
-        .run(&inputs, &names)
-        .map_err(ctx)?
-        .iter()
-        .map(|o| {
-            (
-                o.dtype,
-                o.shape.clone(),
-                o.host_bytes().unwrap_or_default().to_vec(),
-            )
-        })
-        .collect();
-    let o32 = r32.run(&inputs, &names).map_err(ctx)?;
+    // Outputs are compared wherever the engines leave them (host or device memory).
+    let host = |outs: Vec<crate::engine::TensorOut<'_>>| -> Result<HostOutputs> {
+        outs.iter()
+            .map(|o| Ok((o.dtype, o.shape.clone(), o.to_host_vec()?)))
+            .collect()
+    };
+    let o16 = host(r16.run(&inputs, &names).map_err(ctx)?).map_err(ctx)?;
+    let o32 = host(r32.run(&inputs, &names).map_err(ctx)?).map_err(ctx)?;
     let threshold = min_cosine(state);
     let max_rel: f64 = state
         .config
@@ -511,22 +509,20 @@ fn accuracy_guard(
         .unwrap_or(DEFAULT_MAX_REL_L2);
     let (mut worst_cos, mut worst_l2) = (1.0f64, 0.0f64);
     let mut detail = Vec::new();
-    for (k, out32) in o32.iter().enumerate() {
+    for (k, (dt32, shape32, b32)) in o32.iter().enumerate() {
         let (dt16, shape16, bytes16) = &o16[k];
-        let b32 = out32
-            .host_bytes()
-            .ok_or_else(|| ctx(Error::internal("FP32 output not in host memory")))?;
-        if let (Some(a), Some(b)) = (to_f32(out32.dtype, b32), to_f32(*dt16, bytes16)) {
+        let b32 = b32.as_slice();
+        if let (Some(a), Some(b)) = (to_f32(*dt32, b32), to_f32(*dt16, bytes16)) {
             if a.len() != b.len() {
                 return Err(ctx(Error::internal(format!(
                     "output '{}': FP16 shape {:?} vs FP32 {:?}",
-                    names[k], shape16, out32.shape
+                    names[k], shape16, shape32
                 ))));
             }
             let row = if spec.max_batch_size > 0 {
                 a.len() / batch.max(1)
             } else {
-                *out32.shape.last().unwrap_or(&0) as usize
+                *shape32.last().unwrap_or(&0) as usize
             };
             let (cos, l2) = cosine_and_rel_l2(&a, &b, row);
             let (cos, l2) = (

@@ -495,6 +495,9 @@ fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (
     };
 
     // Scatter: each request's slice of each output it asked for.
+    if let Some(g) = inst.gpu.as_mut() {
+        g.begin_batch();
+    }
     let mut offset_batch = 0usize;
     for &i in batch {
         let s = &mut slots[i];
@@ -510,6 +513,75 @@ fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (
         }
     }
     (compute_start, compute_end)
+}
+
+/// Checks an engine output against the config before anything is sent: data type, rank and
+/// every fixed dim (the batch dim against the batch's size).
+fn check_output(
+    cfg: &super::config::ModelConfig,
+    c: &super::config::TensorConfig,
+    out: &TensorOut<'_>,
+    total: usize,
+) -> Result<()> {
+    let name = &c.name;
+    if out.dtype != c.dtype {
+        return Err(Error::internal(format!(
+            "output '{name}': the engine produced {} but the model declares {}",
+            out.dtype, c.dtype
+        )));
+    }
+    let declared: Vec<i64> = if cfg.max_batch_size > 0 {
+        std::iter::once(total as i64)
+            .chain(c.dims.iter().copied())
+            .collect()
+    } else {
+        c.dims.clone()
+    };
+    let fits = |shape: &[i64], want: &[i64]| {
+        shape.len() == want.len()
+            && shape
+                .iter()
+                .zip(want)
+                .all(|(&s, &w)| s >= 0 && (w < 0 || s == w))
+    };
+    let ok = if c.reshape.is_some() {
+        // The engine's shape is the reshape's; what is sent is the config's dims: the element
+        // counts must agree (and the batch dim come first).
+        let batch_ok = cfg.max_batch_size == 0 || out.shape.first() == Some(&(total as i64));
+        let per = |v: &[i64]| {
+            v.iter()
+                .try_fold(1i64, |a, &d| if d < 0 { None } else { a.checked_mul(d) })
+        };
+        let rest = if cfg.max_batch_size > 0 {
+            out.shape.get(1..).unwrap_or(&[])
+        } else {
+            &out.shape[..]
+        };
+        batch_ok
+            && match (per(rest), per(&c.dims)) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    } else {
+        fits(&out.shape, &declared)
+    };
+    let bytes_ok = element_count(&out.shape)
+        .and_then(|n| n.checked_mul(out.dtype.byte_size()))
+        .is_some_and(|b| b == out.bytes);
+    if !ok || !bytes_ok {
+        let want = if cfg.max_batch_size > 0 {
+            format!("[{total}]+{}", shape_str(&c.dims))
+        } else {
+            shape_str(&c.dims)
+        };
+        return Err(Error::internal(format!(
+            "output '{name}': the engine produced shape {} ({} bytes of {}) but the model declares {want}",
+            shape_str(&out.shape),
+            out.bytes,
+            out.dtype
+        )));
+    }
+    Ok(())
 }
 
 fn scatter(
@@ -534,19 +606,8 @@ fn scatter(
             .iter()
             .find(|o| &o.name == name)
             .ok_or_else(|| Error::internal(format!("the engine produced no output '{name}'")))?;
-        if out.dtype != c.dtype {
-            return Err(Error::internal(format!(
-                "output '{name}': the engine produced {} but the config says {}",
-                out.dtype, c.dtype
-            )));
-        }
+        check_output(cfg, c, out, total)?;
         let (shape, start, len) = if cfg.max_batch_size > 0 {
-            if out.shape.first().copied() != Some(total as i64) {
-                return Err(Error::internal(format!(
-                    "output '{name}': shape {} does not have the batch size {total} first",
-                    shape_str(&out.shape)
-                )));
-            }
             let per = element_count(&out.shape[1..]).unwrap_or(0) * out.dtype.byte_size();
             let rest: Vec<i64> = if c.reshape.is_some() {
                 c.dims.clone()
@@ -565,8 +626,14 @@ fn scatter(
         };
         let mut o = response.output(name, c.dtype, &shape)?;
         let (dst, mt, mid) = o.buffer(len, (TRITONSERVER_MEMORY_CPU, 0))?;
-        match out.host_bytes() {
-            Some(src) => {
+        if len == 0 {
+            continue;
+        }
+        match out.loc {
+            MemLoc::Host => {
+                let src = out
+                    .host_bytes()
+                    .ok_or_else(|| Error::internal("host output without bytes"))?;
                 let src = &src[start..start + len];
                 if host_memory(mt) {
                     // SAFETY: Triton gave `len` writable bytes at `dst` in host memory, owned by
@@ -583,10 +650,37 @@ fn scatter(
                     )));
                 }
             }
-            None => {
-                return Err(Error::unsupported(format!(
-                    "output '{name}' is in device memory: needs the CUDA path"
-                )))
+            MemLoc::Device(d) => {
+                let g = gpu.as_deref_mut().ok_or_else(|| {
+                    Error::internal(format!(
+                        "output '{name}' is in the memory of GPU {d}, but the instance has no GPU"
+                    ))
+                })?;
+                let src = out.ptr as u64 + start as u64;
+                match mt {
+                    TRITONSERVER_MEMORY_GPU => g.device_to_device(dst, mid, src, len)?,
+                    // SAFETY: Triton's pinned buffer of `len` bytes stays with the response,
+                    // which is sent only after the stream is synchronized (end of run_batch);
+                    // the runner keeps its output until its next run.
+                    TRITONSERVER_MEMORY_CPU_PINNED => unsafe { g.device_to_pinned(dst, src, len)? },
+                    TRITONSERVER_MEMORY_CPU => {
+                        let whole = g.device_output_on_host(name, out.ptr as u64, out.bytes)?;
+                        // SAFETY: Triton gave `len` writable host bytes at `dst`, owned by the
+                        // response until it is sent; the staging copy is a distinct buffer.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                whole[start..start + len].as_ptr(),
+                                dst,
+                                len,
+                            )
+                        };
+                    }
+                    other => {
+                        return Err(Error::internal(format!(
+                            "output '{name}': unknown memory type {other}"
+                        )))
+                    }
+                }
             }
         }
     }

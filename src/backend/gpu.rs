@@ -22,8 +22,17 @@ pub struct GpuIo {
     inputs: Vec<DeviceBuffer>,
     /// One pinned staging buffer per config input (for pageable host chunks).
     staging: Vec<PinnedBuffer>,
-    /// Pinned staging for outputs headed to GPU response buffers.
-    pub out_staging: PinnedBuffer,
+    /// Pinned staging for engine outputs in device memory headed to host response buffers: one
+    /// per output name, filled by one device-to-host copy of the whole batch.
+    out_host: Vec<StagedOutput>,
+}
+
+/// The host copy of one device output of the current batch.
+struct StagedOutput {
+    name: String,
+    buffer: PinnedBuffer,
+    /// (device address, bytes) staged in this batch; `None` until the first request asks.
+    staged: Option<(u64, usize)>,
 }
 
 impl GpuIo {
@@ -37,13 +46,12 @@ impl GpuIo {
             inputs.push(DeviceBuffer::new(&device, 256)?);
             staging.push(PinnedBuffer::new(&device, 256)?);
         }
-        let out_staging = PinnedBuffer::new(&device, 256)?;
         Ok(GpuIo {
             device,
             stream,
             inputs,
             staging,
-            out_staging,
+            out_host: Vec::new(),
         })
     }
 
@@ -150,6 +158,76 @@ impl GpuIo {
 
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize()
+    }
+
+    /// Forgets the host copies of the previous batch's device outputs.
+    pub fn begin_batch(&mut self) {
+        for o in &mut self.out_host {
+            o.staged = None;
+        }
+    }
+
+    /// The host copy of the device output `name` (`len` bytes at `src` on this device): the
+    /// whole batch is copied once, into pinned staging on the stream, for every request of the
+    /// batch that wants the output in host memory.
+    pub fn device_output_on_host(&mut self, name: &str, src: u64, len: usize) -> Result<&[u8]> {
+        let i = match self.out_host.iter().position(|o| o.name == name) {
+            Some(i) => i,
+            None => {
+                self.out_host.push(StagedOutput {
+                    name: name.to_string(),
+                    buffer: PinnedBuffer::new(&self.device, len.max(256))?,
+                    staged: None,
+                });
+                self.out_host.len() - 1
+            }
+        };
+        let o = &mut self.out_host[i];
+        if o.staged != Some((src, len)) {
+            o.buffer.ensure(len)?;
+            let dst = o.buffer.as_mut_slice()?.as_mut_ptr();
+            // SAFETY: `src` is `len` bytes of device memory on this device that the runner keeps
+            // until its next run; the staging buffer holds at least `len` bytes and is waited for
+            // (stream synchronized) before it is read.
+            unsafe { self.stream.copy_dtoh_raw(dst, src, len)? };
+            self.stream.synchronize()?;
+            o.staged = Some((src, len));
+        }
+        Ok(&o.buffer.as_slice()?[..len])
+    }
+
+    /// Copies `len` bytes of device memory at `src` (this device) into a response buffer in
+    /// device memory (`dst` on `dst_device`), async on the stream (synchronize before sending).
+    pub fn device_to_device(
+        &mut self,
+        dst: *mut u8,
+        dst_device: i64,
+        src: u64,
+        len: usize,
+    ) -> Result<()> {
+        if dst_device == self.device.ordinal() as i64 {
+            // SAFETY: both are device allocations of this device, `dst` has room for `len`
+            // bytes (Triton's buffer of that size) and both live until the stream is synchronized
+            // before the responses are sent.
+            return unsafe { self.stream.copy_dtod_raw(dst as u64, src, len) };
+        }
+        let peer = Device::open(dst_device as usize)?;
+        // SAFETY: as above, with `dst` on the peer device.
+        unsafe {
+            self.stream
+                .copy_peer_raw(&peer, dst as u64, &self.device, src, len)
+        }
+    }
+
+    /// Copies `len` bytes of device memory at `src` into a pinned host response buffer, async on
+    /// the stream (synchronize before sending).
+    ///
+    /// # Safety
+    /// `dst` must be page-locked host memory with room for `len` bytes that stays alive and
+    /// untouched until the stream is synchronized; `src` device memory of this device, likewise.
+    pub unsafe fn device_to_pinned(&mut self, dst: *mut u8, src: u64, len: usize) -> Result<()> {
+        // SAFETY: the caller's contract is the copy's.
+        unsafe { self.stream.copy_dtoh_raw(dst, src, len) }
     }
 }
 

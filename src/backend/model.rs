@@ -130,7 +130,11 @@ impl ModelState {
         crate::engine::tensorrt::factory(&self.backend, timing)
     }
 
-    fn ort_factory(&self, device: Device, provider: OrtGpuProvider) -> Result<Box<dyn EngineFactory>> {
+    fn ort_factory(
+        &self,
+        device: Device,
+        provider: OrtGpuProvider,
+    ) -> Result<Box<dyn EngineFactory>> {
         let rt = crate::engine::ort::runtime(&self.params.ort_library_candidates)?;
         let ep = match (device, provider) {
             (Device::Cpu, _) => ExecutionProvider::Cpu,

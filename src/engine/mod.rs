@@ -135,6 +135,27 @@ impl TensorOut<'_> {
             MemLoc::Device(_) => None,
         }
     }
+
+    /// A host copy of the output wherever it lives (device memory is copied on a stream of
+    /// its device and waited for): what the FP16 guard compares.
+    pub fn to_host_vec(&self) -> Result<Vec<u8>> {
+        match self.loc {
+            MemLoc::Host => Ok(self.host_bytes().unwrap_or_default().to_vec()),
+            MemLoc::Device(d) => {
+                let device = crate::cuda::Device::open(usize::try_from(d).unwrap_or(usize::MAX))?;
+                let stream = device.new_stream()?;
+                let mut v = vec![0u8; self.bytes];
+                if self.bytes > 0 {
+                    // SAFETY: the runner keeps `bytes` bytes of device memory at `ptr` until its
+                    // next run (which this borrow excludes); `v` has room for them; the stream is
+                    // synchronized before `v` is used.
+                    unsafe { stream.copy_dtoh_raw(v.as_mut_ptr(), self.ptr as u64, self.bytes)? };
+                    stream.synchronize()?;
+                }
+                Ok(v)
+            }
+        }
+    }
 }
 
 /// Builds and loads engines of one kind.

@@ -204,7 +204,10 @@ unsafe fn cstr(p: *const c_char) -> R<String> {
 
 fn dims_of(d: &RtDims) -> R<Vec<i64>> {
     if d.nb_dims < 0 || d.nb_dims as usize > RT_MAX_DIMS {
-        return fail(RT_ERR_INVALID_ARG, format!("rank {} out of range", d.nb_dims));
+        return fail(
+            RT_ERR_INVALID_ARG,
+            format!("rank {} out of range", d.nb_dims),
+        );
     }
     Ok(d.d[..d.nb_dims as usize].to_vec())
 }
@@ -221,7 +224,10 @@ fn to_dims(v: &[i64]) -> RtDims {
 fn shape_str(v: &[i64]) -> String {
     format!(
         "[{}]",
-        v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     )
 }
 
@@ -317,7 +323,9 @@ fn io_of(s: &Session) -> R<(Vec<Io>, Vec<Io>)> {
                 dtype: rt_dtype(*ty).ok_or_else(|| {
                     Fail(
                         RT_ERR_PARSE,
-                        format!("tensor '{name}': element type {ty:?} is not supported by TensorRT"),
+                        format!(
+                            "tensor '{name}': element type {ty:?} is not supported by TensorRT"
+                        ),
                     )
                 })?,
                 dims: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
@@ -360,8 +368,11 @@ pub extern "C" fn rt_header_version() -> i32 {
 
 /// Reads one of the double's counters ("builds", "loads", "contexts", "enqueues",
 /// "violations"); not part of the shim's interface, for tests only.
+///
+/// # Safety
+/// `name` is a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn rt_double_counter(name: *const c_char) -> u64 {
+pub unsafe extern "C" fn rt_double_counter(name: *const c_char) -> u64 {
     quiet(0, || {
         // SAFETY: the caller passes a NUL-terminated name.
         let Ok(n) = (unsafe { cstr(name) }) else {
@@ -637,7 +648,10 @@ fn check_profiles(net: &RtNetwork, profiles: &[Vec<Range>]) -> R<()> {
             else {
                 return violation(
                     RT_ERR_BUILD,
-                    format!("profile {k} names '{}', which is not a network input", r.name),
+                    format!(
+                        "profile {k} names '{}', which is not a network input",
+                        r.name
+                    ),
                 );
             };
             for (what, v) in [("min", &r.min), ("opt", &r.opt), ("max", &r.max)] {
@@ -727,10 +741,14 @@ impl Reader<'_> {
         Ok(a)
     }
     fn u32(&mut self) -> R<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or([0; 4])))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().unwrap_or([0; 4]),
+        ))
     }
     fn i64(&mut self) -> R<i64> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().unwrap_or([0; 8])))
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or([0; 8]),
+        ))
     }
     fn bytes(&mut self) -> R<Vec<u8>> {
         let n = self.u32()? as usize;
@@ -767,7 +785,10 @@ pub unsafe extern "C" fn rt_network_build(
         if !(-1..=5).contains(&o.builder_optimization_level) {
             return fail(
                 RT_ERR_BUILD,
-                format!("builder optimization level {} out of 0..5", o.builder_optimization_level),
+                format!(
+                    "builder optimization level {} out of 0..5",
+                    o.builder_optimization_level
+                ),
             );
         }
         let mut profiles = Vec::new();
@@ -816,7 +837,9 @@ pub unsafe extern "C" fn rt_network_build(
             let old = if o.timing_cache.is_null() {
                 &[][..]
             } else {
-                unsafe { std::slice::from_raw_parts(o.timing_cache.cast::<u8>(), o.timing_cache_len) }
+                unsafe {
+                    std::slice::from_raw_parts(o.timing_cache.cast::<u8>(), o.timing_cache_len)
+                }
             };
             let runs = if old.starts_with(b"RTSEAMTC") && old.len() == 16 {
                 u64::from_le_bytes(old[8..16].try_into().unwrap_or([0; 8]))
@@ -859,7 +882,10 @@ pub struct RtEngine {
     contexts: AtomicUsize,
 }
 
-fn parse_plan(plan: &[u8]) -> R<(bool, Vec<Vec<Range>>, Vec<u8>, (i32, i32, i32))> {
+/// A plan's contents: FP16 flag, profiles, ONNX bytes, TensorRT version that built it.
+type Plan = (bool, Vec<Vec<Range>>, Vec<u8>, (i32, i32, i32));
+
+fn parse_plan(plan: &[u8]) -> R<Plan> {
     if plan.len() < MAGIC.len() + 32 || &plan[..MAGIC.len()] != MAGIC {
         return fail(
             RT_ERR_DESERIALIZE,
@@ -1011,17 +1037,24 @@ pub unsafe extern "C" fn rt_engine_profile_shape(
     guarded(err, errlen, || {
         // SAFETY: a live engine handle, a NUL-terminated name.
         let (e, name) = unsafe { (&*engine, cstr(input)?) };
-        let Some((io, _)) = e
-            .io
-            .iter()
-            .find(|(i, inp)| *inp && i.name.to_str() == Ok(name.as_str()))
+        let Some((io, _)) =
+            e.io.iter()
+                .find(|(i, inp)| *inp && i.name.to_str() == Ok(name.as_str()))
         else {
-            return fail(RT_ERR_INVALID_ARG, format!("'{name}' is not an engine input"));
+            return fail(
+                RT_ERR_INVALID_ARG,
+                format!("'{name}' is not an engine input"),
+            );
         };
         let p = usize::try_from(profile)
             .ok()
             .and_then(|p| e.profiles.get(p))
-            .ok_or_else(|| Fail(RT_ERR_INVALID_ARG, format!("no optimization profile {profile}")))?;
+            .ok_or_else(|| {
+                Fail(
+                    RT_ERR_INVALID_ARG,
+                    format!("no optimization profile {profile}"),
+                )
+            })?;
         let v = match p.iter().find(|r| r.name == name) {
             None => io.dims.clone(),
             Some(r) => match selector {
@@ -1063,13 +1096,16 @@ pub unsafe extern "C" fn rt_engine_destroy(engine: *mut RtEngine) {
 
 // ---- execution contexts -------------------------------------------------------------------------
 
+/// Input shapes and the output shapes inferred for them.
+type OutShapes = (Vec<Vec<i64>>, HashMap<String, Vec<i64>>);
+
 pub struct RtContext {
     engine: *const RtEngine,
     profile: usize,
     shapes: HashMap<String, Vec<i64>>,
     addresses: HashMap<String, usize>,
     /// Output shapes computed for the current input shapes.
-    out_shapes: Option<(Vec<Vec<i64>>, HashMap<String, Vec<i64>>)>,
+    out_shapes: Option<OutShapes>,
 }
 
 impl RtContext {
@@ -1169,12 +1205,14 @@ pub unsafe extern "C" fn rt_context_set_input_shape(
         let (c, name, d) = unsafe { (&mut *ctx, cstr(name)?, &*dims) };
         let shape = dims_of(d)?;
         let e = c.engine();
-        let Some((io, true)) = e
-            .io
-            .iter()
-            .find(|(i, _)| i.name.to_str() == Ok(name.as_str()))
+        let Some((io, true)) =
+            e.io.iter()
+                .find(|(i, _)| i.name.to_str() == Ok(name.as_str()))
         else {
-            return violation(RT_ERR_INVALID_ARG, format!("'{name}' is not an engine input"));
+            return violation(
+                RT_ERR_INVALID_ARG,
+                format!("'{name}' is not an engine input"),
+            );
         };
         if shape.len() != io.dims.len()
             || shape
@@ -1238,7 +1276,10 @@ pub unsafe extern "C" fn rt_context_set_tensor_address(
             .iter()
             .any(|(i, _)| i.name.to_str() == Ok(name.as_str()))
         {
-            return violation(RT_ERR_INVALID_ARG, format!("'{name}' is not an engine tensor"));
+            return violation(
+                RT_ERR_INVALID_ARG,
+                format!("'{name}' is not an engine tensor"),
+            );
         }
         if ptr.is_null() {
             return violation(RT_ERR_INVALID_ARG, format!("tensor '{name}': null address"));
@@ -1250,8 +1291,13 @@ pub unsafe extern "C" fn rt_context_set_tensor_address(
 
 /// Wraps `data` (a copy of the input's bytes) as an input tensor of `io`'s type.
 fn input_value<'a>(io: &Io, shape: &[i64], data: &'a mut [u8]) -> R<SessionInputValue<'a>> {
-    let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
-        .map_err(|e| Fail(RT_ERR_INTERNAL, e.to_string()))?;
+    let info = MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Device,
+        MemoryType::Default,
+    )
+    .map_err(|e| Fail(RT_ERR_INTERNAL, e.to_string()))?;
     let shape = ort::value::Shape::new(shape.iter().copied());
     let ptr = data.as_mut_ptr().cast::<c_void>();
     macro_rules! mk {
@@ -1277,7 +1323,10 @@ fn input_value<'a>(io: &Io, shape: &[i64], data: &'a mut [u8]) -> R<SessionInput
 
 /// Runs the engine's session on the inputs at `addrs` (or zeros when `None`), returning each
 /// output's shape and bytes.
-fn run(c: &RtContext, zeros: bool) -> R<Vec<(String, Vec<i64>, Vec<u8>)>> {
+/// Each output's name, shape and bytes.
+type Outputs = Vec<(String, Vec<i64>, Vec<u8>)>;
+
+fn run(c: &RtContext, zeros: bool) -> R<Outputs> {
     let e = c.engine();
     let shapes = c.input_shapes()?;
     let inputs: Vec<&Io> = e.io.iter().filter(|(_, i)| *i).map(|(io, _)| io).collect();
@@ -1300,7 +1349,10 @@ fn run(c: &RtContext, zeros: bool) -> R<Vec<(String, Vec<i64>, Vec<u8>)>> {
     }
     let mut values = Vec::new();
     for ((io, shape), buf) in inputs.iter().zip(&shapes).zip(bufs.iter_mut()) {
-        values.push((io.name.to_string_lossy().into_owned(), input_value(io, shape, buf)?));
+        values.push((
+            io.name.to_string_lossy().into_owned(),
+            input_value(io, shape, buf)?,
+        ));
     }
     let mut session = e.session.lock().unwrap_or_else(|p| p.into_inner());
     let mut outs = session
@@ -1349,7 +1401,10 @@ pub unsafe extern "C" fn rt_context_tensor_shape(
             .find(|(i, _)| i.name.to_str() == Ok(name.as_str()))
             .cloned()
         else {
-            return fail(RT_ERR_INVALID_ARG, format!("'{name}' is not an engine tensor"));
+            return fail(
+                RT_ERR_INVALID_ARG,
+                format!("'{name}' is not an engine tensor"),
+            );
         };
         let shape = if is_input {
             c.shapes.get(&name).cloned().unwrap_or(io.dims.clone())
@@ -1361,10 +1416,7 @@ pub unsafe extern "C" fn rt_context_tensor_shape(
             let inputs = c.input_shapes()?;
             let fresh = c.out_shapes.as_ref().is_none_or(|(k, _)| *k != inputs);
             if fresh {
-                let shapes = run(c, true)?
-                    .into_iter()
-                    .map(|(n, s, _)| (n, s))
-                    .collect();
+                let shapes = run(c, true)?.into_iter().map(|(n, s, _)| (n, s)).collect();
                 c.out_shapes = Some((inputs, shapes));
             }
             c.out_shapes

@@ -456,7 +456,15 @@ impl TensorRtFactory {
             |err, len| {
                 // SAFETY: every pointer in `c_opts` refers to memory alive until after the call
                 // (names, c_inputs, c_profiles, cache_in, cache_out); `plan` is a valid out slot.
-                unsafe { (self.lib.api.rt_network_build)(net.ptr.as_ptr(), &c_opts, &mut plan.0, err, len) }
+                unsafe {
+                    (self.lib.api.rt_network_build)(
+                        net.ptr.as_ptr(),
+                        &c_opts,
+                        &mut plan.0,
+                        err,
+                        len,
+                    )
+                }
             },
         )?;
         drop(net);
@@ -726,7 +734,14 @@ impl Engine for TensorRtEngine {
             },
             |err, len| {
                 // SAFETY: valid engine handle, valid out slot.
-                unsafe { (self.handle._lib.api.rt_context_new)(self.handle.ptr.as_ptr(), &mut raw, err, len) }
+                unsafe {
+                    (self.handle._lib.api.rt_context_new)(
+                        self.handle.ptr.as_ptr(),
+                        &mut raw,
+                        err,
+                        len,
+                    )
+                }
             },
         )?;
         let ptr = NonNull::new(raw)
@@ -858,7 +873,13 @@ impl TensorRtRunner {
             |err, len| {
                 // SAFETY: valid context and the runner's own stream.
                 unsafe {
-                    (self.ctx._engine._lib.api.rt_context_set_profile)(self.ctx.ptr.as_ptr(), p as i32, stream, err, len)
+                    (self.ctx._engine._lib.api.rt_context_set_profile)(
+                        self.ctx.ptr.as_ptr(),
+                        p as i32,
+                        stream,
+                        err,
+                        len,
+                    )
                 }
             },
         )?;
@@ -1002,7 +1023,14 @@ impl TensorRtRunner {
             |err, len| {
                 // SAFETY: valid context; every I/O address was set to a live buffer of this
                 // runner; `stream` belongs to this runner's device.
-                unsafe { (self.ctx._engine._lib.api.rt_context_enqueue)(self.ctx.ptr.as_ptr(), stream, err, len) }
+                unsafe {
+                    (self.ctx._engine._lib.api.rt_context_enqueue)(
+                        self.ctx.ptr.as_ptr(),
+                        stream,
+                        err,
+                        len,
+                    )
+                }
             },
         )?;
         self.stream.synchronize()?;

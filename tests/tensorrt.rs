@@ -1,0 +1,562 @@
+//! The native TensorRT engine, end to end through the host on the built .so, on a machine with
+//! no GPU and no TensorRT: the backend opens the C-seam double (crates/trt-seam-double, the
+//! shim's C interface running plans with ONNX Runtime on the CPU) as its TensorRT shim library,
+//! and the fake CUDA driver (src/cuda/fake_cuda.c, device memory = host memory) as libcuda. So
+//! KIND_GPU instances, device buffers, streams and the engine's device outputs all run here.
+//!
+//! The driver library is found by the loader when the process starts, so every test runs its
+//! body in a child process of this test binary whose LD_LIBRARY_PATH holds the fake
+//! libcuda.so.1 (see [`fake_gpu`]). What only a real GPU and a real TensorRT can show (kernels,
+//! FP16 arithmetic, real asynchrony) is listed in docs/tensorrt.md.
+
+mod common;
+
+use common::*;
+use rusttrt_host::{InferRequest, MemoryType, Server};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const CHILD: &str = "RUSTTRT_FAKE_GPU_CHILD";
+
+/// The fake driver, compiled once per test process into a temporary folder.
+fn fake_driver_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rusttrt-fake-cuda-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lib = dir.join("libcuda.so.1");
+        let out = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .arg(&lib)
+            .arg(root().join("src/cuda/fake_cuda.c"))
+            .output()
+            .expect("run the C compiler (cc) to build the fake libcuda");
+        assert!(
+            out.status.success(),
+            "cc failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // cudarc tries libcuda.so before libcuda.so.1: shadow both.
+        std::fs::copy(&lib, dir.join("libcuda.so")).unwrap();
+        dir
+    })
+    .clone()
+}
+
+/// The C-seam double, built if stale.
+fn seam_double() -> PathBuf {
+    rusttrt_host::testing::find_or_build_cdylib("trt-seam-double", "rusttrt_trt_seam_double")
+}
+
+/// Runs `body` in a child process that sees the fake CUDA driver (this process, when it is
+/// that child). `test` is the test function's name; `env` is extra environment for the child
+/// (the double's fault injection).
+fn fake_gpu(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
+    if std::env::var_os(CHILD).is_some() {
+        body();
+        println!("fake gpu child ok: {test}");
+        return;
+    }
+    // Build what the child needs here, once, so that children never run cargo.
+    let _ = backend_lib();
+    let _ = seam_double();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("LD_LIBRARY_PATH", fake_driver_dir())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .env("RUSTTRT_SKIP_CDYLIB_BUILD", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run the test binary as a child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(&format!("fake gpu child ok: {test}")),
+        "child for {test} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+}
+
+/// A server whose TensorRT shim is the C-seam double, with one (fake) GPU.
+fn trt_server(repo: &Repo, extra: &[(&str, &str)]) -> Server {
+    let shim = seam_double().display().to_string();
+    let mut config = vec![("tensorrt-shim-library", shim.as_str())];
+    config.extend_from_slice(extra);
+    server_with(repo, &config, |o| o.gpu_count = 1)
+}
+
+/// tiny_clip on a KIND_GPU instance with the native engine at `precision`.
+fn trt_config(precision: &str, instances: usize, engine: &str) -> String {
+    tiny_clip_config()
+        .replace("KIND_CPU", "KIND_GPU")
+        .replace("count: 2", &format!("count: {instances}"))
+        .replace(
+            "string_value: \"FP32\"",
+            &format!("string_value: \"{precision}\""),
+        )
+        + &format!("parameters {{ key: \"engine\" value: {{ string_value: \"{engine}\" }} }}\n")
+}
+
+/// One of the double's counters ("builds", "loads", "contexts", "enqueues", "violations"),
+/// read from the instance the backend loaded (dlopen of the same path returns it).
+fn counter(name: &str) -> u64 {
+    let path = seam_double();
+    // SAFETY: the double is already loaded by the backend; opening it again runs nothing.
+    let lib = unsafe { libloading::Library::new(&path) }.unwrap();
+    // SAFETY: rt_double_counter has this signature (crates/trt-seam-double).
+    let f: libloading::Symbol<unsafe extern "C" fn(*const std::ffi::c_char) -> u64> =
+        unsafe { lib.get(b"rt_double_counter\0") }.unwrap();
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a NUL-terminated name.
+    unsafe { f(c.as_ptr()) }
+}
+
+fn assert_no_violation() {
+    assert_eq!(
+        counter("violations"),
+        0,
+        "the backend broke a contract of the TensorRT interface (see the log)"
+    );
+}
+
+fn check_fp32(what: &str, resp: &rusttrt_host::InferResponse, c: &Case, cases: &Cases) {
+    check_response(what, resp, c, cases.atol, cases.rtol);
+}
+
+fn check_fp16(what: &str, resp: &rusttrt_host::InferResponse, c: &Case, cases: &Cases) {
+    let (atol, rtol, min_cos) = cases.fp16.unwrap();
+    check_response(what, resp, c, atol, rtol);
+    let cos = min_row_cosine(&resp.outputs[0].as_f32(), &c.outputs[0].f32s(), 32);
+    assert!(cos >= min_cos, "{what}: min row cosine {cos}");
+}
+
+fn tiny_cases() -> Cases {
+    cases(&root().join("tests/data/tiny_clip_cases.json"))
+}
+
+#[test]
+fn native_engine_fp32_and_fp16_match_the_reference() {
+    fake_gpu(
+        "native_engine_fp32_and_fp16_match_the_reference",
+        &[],
+        || {
+            let cases = tiny_cases();
+            for precision in ["FP32", "FP16"] {
+                let repo = Repo::new();
+                repo.add(
+                    "tiny_clip",
+                    &tiny_clip_dir(),
+                    Some(&trt_config(precision, 1, "tensorrt")),
+                );
+                let s = trt_server(&repo, &[]);
+                s.load_model("tiny_clip")
+                    .unwrap_or_else(|e| panic!("{precision}: {e}\n{:#?}", s.log_lines()));
+                let serving = log_matching(&s, "serving with tensorrt 10.99.0");
+                assert!(
+                    serving.iter().any(|l| l.contains(precision)),
+                    "{precision}: {:#?}",
+                    s.log_lines()
+                );
+                for c in &cases.cases {
+                    let resp = s.infer("tiny_clip", request(&c.name, c)).unwrap();
+                    let what = format!("{precision} {}", c.name);
+                    if precision == "FP32" {
+                        check_fp32(&what, &resp, c, &cases);
+                    } else {
+                        check_fp16(&what, &resp, c, &cases);
+                    }
+                }
+                if precision == "FP16" {
+                    assert!(
+                        !log_matching(&s, "guard passed").is_empty(),
+                        "{:#?}",
+                        s.log_lines()
+                    );
+                }
+                assert_clean(&s);
+            }
+            assert!(counter("enqueues") >= 6);
+            assert_no_violation();
+        },
+    );
+}
+
+#[test]
+fn native_engine_batches_and_scatters_device_outputs() {
+    fake_gpu(
+        "native_engine_batches_and_scatters_device_outputs",
+        &[],
+        || {
+            let repo = Repo::new();
+            let cfg = trt_config("FP32", 1, "tensorrt")
+                .replace(
+                    "max_queue_delay_microseconds: 2000",
+                    "max_queue_delay_microseconds: 50000",
+                )
+                .replace(
+                    "preferred_batch_size: [ 4, 8 ]",
+                    "preferred_batch_size: [ 12 ]",
+                );
+            repo.add("tiny_clip", &tiny_clip_dir(), Some(&cfg));
+            let s = trt_server(&repo, &[]);
+            s.load_model("tiny_clip").unwrap();
+            let cases = tiny_cases();
+            let before = counter("enqueues");
+            // Batch 1 + 3 + 8 = 12 = the preferred size: one Execute, one enqueue, three requests.
+            let handles: Vec<_> = cases
+                .cases
+                .iter()
+                .map(|c| s.submit("tiny_clip", request(&c.name, c)).unwrap())
+                .collect();
+            for (h, c) in handles.into_iter().zip(&cases.cases) {
+                check_fp32(&c.name, &h.wait().unwrap(), c, &cases);
+            }
+            let stats = s.model_stats("tiny_clip").unwrap();
+            let st = &stats["model_stats"][0];
+            assert_eq!(st["execution_count"], json!(1), "{st}");
+            assert_eq!(st["batch_stats"][0]["batch_size"], json!(12));
+            assert_eq!(counter("enqueues") - before, 1);
+            assert_clean(&s);
+            assert_no_violation();
+        },
+    );
+}
+
+#[test]
+fn native_engine_every_input_and_output_memory_type() {
+    fake_gpu(
+        "native_engine_every_input_and_output_memory_type",
+        &[],
+        || {
+            let cases = tiny_cases();
+            let c = &cases.cases[2];
+            let repo = Repo::new();
+            repo.add(
+                "tiny_clip",
+                &tiny_clip_dir(),
+                Some(&trt_config("FP32", 1, "tensorrt")),
+            );
+            let s = trt_server(&repo, &[]);
+            s.load_model("tiny_clip").unwrap();
+            let mems = [MemoryType::Cpu, MemoryType::CpuPinned, MemoryType::Gpu];
+            for inm in mems {
+                for outm in mems {
+                    for chunk in [usize::MAX, 5000] {
+                        let mut req = InferRequest::new(
+                            "m",
+                            c.inputs
+                                .iter()
+                                .map(|t| t.input().split(chunk, inm))
+                                .collect(),
+                        );
+                        req.output_memory = outm;
+                        let what = format!("input {inm:?} (chunks of {chunk}) output {outm:?}");
+                        let resp = s.infer("tiny_clip", req).unwrap();
+                        check_fp32(&what, &resp, c, &cases);
+                        assert_eq!(resp.outputs[0].memory, outm, "{what}");
+                    }
+                }
+            }
+            assert_clean(&s);
+            assert_no_violation();
+        },
+    );
+}
+
+#[test]
+fn native_engine_answers_malformed_requests_and_serves_the_batch() {
+    fake_gpu(
+        "native_engine_answers_malformed_requests_and_serves_the_batch",
+        &[],
+        || {
+            let repo = Repo::new();
+            repo.add(
+                "tiny_clip",
+                &tiny_clip_dir(),
+                Some(&trt_config("FP32", 1, "tensorrt")),
+            );
+            let s = trt_server(&repo, &[]);
+            s.load_model("tiny_clip").unwrap();
+            let cases = tiny_cases();
+            let good = &cases.cases[0];
+            let name = &good.inputs[0].name;
+            for (what, bad, needle) in [
+                (
+                    "shape",
+                    rusttrt_host::InputTensor::f32(name, &[1, 3, 8, 9], &[0.0; 216]),
+                    "[1,3,8,9]",
+                ),
+                (
+                    "type",
+                    rusttrt_host::InputTensor::new(
+                        name,
+                        triton_abi::TRITONSERVER_TYPE_FP64,
+                        &good.inputs[0].shape,
+                        vec![0; 2 * good.inputs[0].bytes.len()],
+                    ),
+                    "FP64",
+                ),
+            ] {
+                let g = s.submit("tiny_clip", request("good", good)).unwrap();
+                let resp = s
+                    .submit_unchecked("tiny_clip", InferRequest::new(what, vec![bad]))
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+                let (code, msg) = resp.error.clone().expect("an error response");
+                assert_eq!(code, triton_abi::TRITONSERVER_ERROR_INVALID_ARG, "{msg}");
+                assert!(msg.contains(needle), "{what}: {msg}");
+                check_fp32("good beside bad", &g.wait().unwrap(), good, &cases);
+            }
+            assert_clean(&s);
+            assert_no_violation();
+        },
+    );
+}
+
+fn engine_entries(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "engine") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn native_engine_plans_are_cached_built_once_and_rebuilt_when_corrupt() {
+    fake_gpu(
+        "native_engine_plans_are_cached_built_once_and_rebuilt_when_corrupt",
+        &[],
+        || {
+            let cases = tiny_cases();
+            let c = &cases.cases[1];
+            let repo = Repo::new();
+            // Two instances on the GPU: one build, one plan load, two execution contexts.
+            repo.add(
+                "tiny_clip",
+                &tiny_clip_dir(),
+                Some(&trt_config("FP32", 2, "tensorrt")),
+            );
+            let (b0, l0, c0) = (counter("builds"), counter("loads"), counter("contexts"));
+            {
+                let s = trt_server(&repo, &[]);
+                s.load_model("tiny_clip").unwrap();
+                check_fp32(
+                    "first load",
+                    &s.infer("tiny_clip", request("a", c)).unwrap(),
+                    c,
+                    &cases,
+                );
+                assert_eq!(counter("builds") - b0, 1, "two instances build once");
+                assert_eq!(counter("loads") - l0, 1);
+                assert_eq!(counter("contexts") - c0, 2);
+                // Reload in the same server: the cache hits.
+                s.unload_model("tiny_clip").unwrap();
+                s.load_model("tiny_clip").unwrap();
+                assert_eq!(counter("builds") - b0, 1, "a reload hits the cache");
+                check_fp32(
+                    "reloaded",
+                    &s.infer("tiny_clip", request("b", c)).unwrap(),
+                    c,
+                    &cases,
+                );
+                assert_clean(&s);
+            }
+            let cache = repo.path().join("cache");
+            let entry = engine_entries(&cache).pop().expect("a plan was stored");
+            // A new server (process restart): a hit, no build.
+            {
+                let s = trt_server(&repo, &[]);
+                s.load_model("tiny_clip").unwrap();
+                assert_eq!(counter("builds") - b0, 1, "a restart hits the cache");
+                assert_clean(&s);
+            }
+            // A damaged plan is rebuilt and replaced, with a warning.
+            let mut bytes = std::fs::read(&entry).unwrap();
+            let n = bytes.len() - 40;
+            bytes[n] ^= 0x55;
+            std::fs::write(&entry, bytes).unwrap();
+            {
+                let s = trt_server(&repo, &[]);
+                s.load_model("tiny_clip").unwrap();
+                assert_eq!(counter("builds") - b0, 2, "the damaged plan was rebuilt");
+                assert!(
+                    s.log_lines().iter().any(|l| l.level == "WARN"),
+                    "{:#?}",
+                    s.log_lines()
+                );
+                check_fp32(
+                    "rebuilt",
+                    &s.infer("tiny_clip", request("c", c)).unwrap(),
+                    c,
+                    &cases,
+                );
+                assert_clean(&s);
+            }
+            // Another precision is another key.
+            repo.add(
+                "tiny_clip",
+                &tiny_clip_dir(),
+                Some(&trt_config("FP16", 1, "tensorrt")),
+            );
+            {
+                let s = trt_server(&repo, &[]);
+                s.load_model("tiny_clip").unwrap();
+                assert!(counter("builds") - b0 >= 3, "FP16 misses the FP32 entry");
+                assert_clean(&s);
+            }
+            assert_no_violation();
+        },
+    );
+}
+
+#[test]
+fn native_engine_fp16_guard_falls_back_to_an_fp32_plan() {
+    fake_gpu(
+        "native_engine_fp16_guard_falls_back_to_an_fp32_plan",
+        &[],
+        || {
+            let repo = Repo::new();
+            repo.add(
+                "u",
+                &test_model("fp16_unsafe"),
+                Some("backend: \"rusttrt\"\nmax_batch_size: 8\ninstance_group [ { kind: KIND_GPU } ]\nparameters { key: \"precision_mode\" value: { string_value: \"FP16\" } }\nparameters { key: \"engine\" value: { string_value: \"tensorrt\" } }\n"),
+            );
+            let s = trt_server(&repo, &[]);
+            s.load_model("u").unwrap();
+            assert!(
+                !log_matching(&s, "fails the accuracy guard").is_empty(),
+                "{:#?}",
+                s.log_lines()
+            );
+            let serving = log_matching(&s, "serving with tensorrt 10.99.0");
+            assert!(
+                serving.len() == 1 && serving[0].contains("on GPU 0, FP32"),
+                "{serving:#?}"
+            );
+            let cases = cases(&test_model("fp16_unsafe").join("cases.json"));
+            for c in &cases.cases {
+                check_response(
+                    &c.name,
+                    &s.infer("u", request(&c.name, c)).unwrap(),
+                    c,
+                    cases.atol,
+                    cases.rtol,
+                );
+            }
+            // The verdict and the FP32 plan are cached: no build on the next load.
+            let b = counter("builds");
+            let again = trt_server(&repo, &[]);
+            again.load_model("u").unwrap();
+            assert_eq!(counter("builds"), b);
+            assert!(!log_matching(&again, "serving FP32").is_empty());
+            assert_clean(&s);
+            assert_no_violation();
+        },
+    );
+}
+
+#[test]
+fn engine_auto_serves_natively_when_it_can() {
+    fake_gpu("engine_auto_serves_natively_when_it_can", &[], || {
+        let repo = Repo::new();
+        repo.add(
+            "tiny_clip",
+            &tiny_clip_dir(),
+            Some(&trt_config("FP32", 1, "auto")),
+        );
+        let s = trt_server(&repo, &[]);
+        s.load_model("tiny_clip").unwrap();
+        assert!(
+            !log_matching(&s, "serving with tensorrt").is_empty(),
+            "{:#?}",
+            s.log_lines()
+        );
+        assert_clean(&s);
+    });
+}
+
+/// With the native engine unusable, `engine: tensorrt` fails the load with the reason, and
+/// `engine: auto` names the reason in one line and goes on with ONNX Runtime (whose CUDA
+/// execution provider this CPU-only ONNX Runtime lacks: that second failure is the load's error
+/// here; on the GPU machine it serves).
+fn unusable_native_engine(extra: &[(&str, &str)], reason: &str) {
+    for engine in ["tensorrt", "auto"] {
+        let repo = Repo::new();
+        repo.add(
+            "tiny_clip",
+            &tiny_clip_dir(),
+            Some(&trt_config("FP32", 1, engine)),
+        );
+        let s = trt_server(&repo, extra);
+        let e = s.load_model("tiny_clip").unwrap_err().to_string();
+        if engine == "tensorrt" {
+            assert!(e.contains(reason), "{engine}: {e}");
+            assert!(e.contains("tiny_clip"), "{engine}: {e}");
+        } else {
+            let fell_back = log_matching(&s, "the native TensorRT engine cannot be used");
+            assert_eq!(fell_back.len(), 1, "{:#?}", s.log_lines());
+            assert!(fell_back[0].contains(reason), "{}", fell_back[0]);
+            assert!(
+                fell_back[0].contains("model 'tiny_clip'"),
+                "{}",
+                fell_back[0]
+            );
+            assert!(e.contains("CUDAExecutionProvider"), "auto: {e}");
+        }
+        assert_clean(&s);
+    }
+}
+
+#[test]
+fn missing_shim_library() {
+    fake_gpu("missing_shim_library", &[], || {
+        unusable_native_engine(
+            &[(
+                "tensorrt-shim-library",
+                "/nonexistent/libtriton_rusttrt_tensorrt.so",
+            )],
+            "/nonexistent/libtriton_rusttrt_tensorrt.so",
+        );
+    });
+}
+
+#[test]
+fn tensorrt_major_version_mismatch() {
+    fake_gpu(
+        "tensorrt_major_version_mismatch",
+        &[("RUSTTRT_SEAM_DOUBLE_VERSION", "11.0.1")],
+        || unusable_native_engine(&[], "the major versions must match"),
+    );
+}
+
+#[test]
+fn parser_rejects_an_operator() {
+    fake_gpu(
+        "parser_rejects_an_operator",
+        &[("RUSTTRT_SEAM_DOUBLE_REJECT", "FancyAttention")],
+        || unusable_native_engine(&[], "FancyAttention"),
+    );
+}
+
+#[test]
+fn a_missing_tensorrt_library_is_named() {
+    fake_gpu("a_missing_tensorrt_library_is_named", &[], || {
+        unusable_native_engine(
+            &[("tensorrt-library", "/nonexistent/libnvinfer.so.10")],
+            "/nonexistent/libnvinfer.so.10",
+        );
+    });
+}
