@@ -53,11 +53,11 @@ fn seam_double() -> PathBuf {
 /// Runs `body` in a child process that sees the fake CUDA driver (this process, when it is
 /// that child). `test` is the test function's name; `env` is extra environment for the child
 /// (the double's fault injection).
-fn fake_gpu(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
+fn fake_gpu(test: &str, env: &[(&str, &str)], body: impl FnOnce()) -> String {
     if std::env::var_os(CHILD).is_some() {
         body();
         println!("fake gpu child ok: {test}");
-        return;
+        return String::new();
     }
     // Build what the child needs here, once, so that children never run cargo.
     let _ = backend_lib();
@@ -79,6 +79,7 @@ fn fake_gpu(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
         "child for {test} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         out.status
     );
+    stdout.into_owned()
 }
 
 /// A server whose TensorRT shim is the C-seam double, with one (fake) GPU.
@@ -140,7 +141,7 @@ fn tiny_cases() -> Cases {
 
 #[test]
 fn native_engine_fp32_and_fp16_match_the_reference() {
-    fake_gpu(
+    let _ = fake_gpu(
         "native_engine_fp32_and_fp16_match_the_reference",
         &[],
         || {
@@ -559,4 +560,86 @@ fn a_missing_tensorrt_library_is_named() {
             "/nonexistent/libnvinfer.so.10",
         );
     });
+}
+
+fn doctor_args(extra: &[(&str, &str)]) -> rusttrt_host::cli::doctor::DoctorArgs {
+    let mut backend_config = vec![(
+        "onnxruntime-library".to_string(),
+        ort_library().display().to_string(),
+    )];
+    for (k, v) in extra {
+        backend_config.push((k.to_string(), v.to_string()));
+    }
+    rusttrt_host::cli::doctor::DoctorArgs {
+        backend_lib: Some(backend_lib()),
+        backend_config,
+        model_repository: None,
+    }
+}
+
+/// On this machine (no GPU): ONNX Runtime on the CPU runs the bundled model; asking for the
+/// native engine is a failure that names it.
+#[test]
+fn doctor_reports_what_can_work_here() {
+    let r = rusttrt_host::cli::doctor::diagnose(&doctor_args(&[])).unwrap();
+    assert!(r.failures.is_empty(), "{:#?}", r.lines);
+    assert!(
+        r.lines
+            .iter()
+            .any(|l| l.starts_with("[ ok ] run onnxruntime FP32")),
+        "{:#?}",
+        r.lines
+    );
+    let r = rusttrt_host::cli::doctor::diagnose(&doctor_args(&[
+        ("engine", "tensorrt"),
+        (
+            "tensorrt-shim-library",
+            "/nonexistent/libtriton_rusttrt_tensorrt.so",
+        ),
+    ]))
+    .unwrap();
+    assert_eq!(r.failures.len(), 1, "{:#?}", r.lines);
+    assert!(
+        r.failures[0].contains("engine 'tensorrt'"),
+        "{:?}",
+        r.failures
+    );
+    assert!(r
+        .lines
+        .iter()
+        .any(|l| l.contains("/nonexistent/libtriton_rusttrt_tensorrt.so")));
+}
+
+/// With a (fake) GPU and a TensorRT shim: the native engine runs the bundled model in FP32 and
+/// FP16 and agrees with ONNX Runtime on the CPU.
+#[test]
+fn doctor_runs_the_native_engine_against_the_cpu_reference() {
+    let out = fake_gpu(
+        "doctor_runs_the_native_engine_against_the_cpu_reference",
+        &[],
+        || {
+            let shim = seam_double().display().to_string();
+            let r = rusttrt_host::cli::doctor::diagnose(&doctor_args(&[
+                ("tensorrt-shim-library", &shim),
+                ("engine", "tensorrt"),
+            ]))
+            .unwrap();
+            assert!(r.failures.is_empty(), "{:#?}", r.lines);
+            for want in [
+                "[ ok ] run tensorrt FP32",
+                "[ ok ] run tensorrt FP16",
+                "[ ok ] tensorrt",
+            ] {
+                assert!(
+                    r.lines.iter().any(|l| l.starts_with(want)),
+                    "{want}: {:#?}",
+                    r.lines
+                );
+            }
+        },
+    );
+    // The parent sees the report the child printed.
+    if std::env::var_os(CHILD).is_none() {
+        assert!(out.contains("[ ok ] run tensorrt FP16"), "{out}");
+    }
 }

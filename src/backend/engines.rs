@@ -143,12 +143,45 @@ const NOT_BUILD_OPTIONS: &[&str] = &[
     "cuda_graph_batch_sizes",
 ];
 
-/// The cache key: content of the model (+ external data), engine, its library version, device
-/// identity, precision, batch profile, every build option, backend version. Never a path.
+/// Version of the FP16 accuracy guard's verdict (inputs it draws, metrics, bars). Bump it when a
+/// change can turn a verdict: the verdict is cached with the engine.
+pub const GUARD_VERSION: u32 = 1;
+
+/// The versions of the backend's own parts that shape an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVersions {
+    pub backend: String,
+    pub fp16_converter: u32,
+    pub fp16_guard: u32,
+}
+
+impl Default for KeyVersions {
+    fn default() -> Self {
+        KeyVersions {
+            backend: env!("CARGO_PKG_VERSION").to_string(),
+            fp16_converter: crate::onnx::fp16::CONVERTER_VERSION,
+            fp16_guard: GUARD_VERSION,
+        }
+    }
+}
+
+/// The cache key: content of the model (+ external data), engine, its library version and the
+/// versions of everything else that shapes its artifacts (shim headers, ...), device identity,
+/// precision, batch profile, every build option, the backend's, FP16 converter's and guard's
+/// versions. Never a path.
 pub fn cache_key(
     signature: &crate::engine::Signature,
     factory: &dyn EngineFactory,
     spec: &BuildSpec,
+) -> Result<CacheKey> {
+    cache_key_with(signature, factory, spec, &KeyVersions::default())
+}
+
+fn cache_key_with(
+    signature: &crate::engine::Signature,
+    factory: &dyn EngineFactory,
+    spec: &BuildSpec,
+    versions: &KeyVersions,
 ) -> Result<CacheKey> {
     let digest = crate::onnx::model_digest(&spec.model_path)?;
     let profile = format!(
@@ -168,7 +201,15 @@ pub fn cache_key(
         .field("precision", spec.precision.as_str())
         .field("profile", profile)
         .field("io", format!("{signature:?}"))
-        .field("backend_version", env!("CARGO_PKG_VERSION"));
+        .field("backend_version", &versions.backend)
+        .field(
+            "fp16_converter_version",
+            versions.fp16_converter.to_string(),
+        )
+        .field("fp16_guard_version", versions.fp16_guard.to_string());
+    for (k, v) in factory.artifact_versions() {
+        b = b.field(format!("version.{k}"), v);
+    }
     for (k, v) in &spec.options {
         if !NOT_BUILD_OPTIONS.contains(&k.as_str()) {
             b = b.field(format!("option.{k}"), v);
@@ -557,10 +598,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     /// A factory whose version and device are set by the test.
-    struct Fake(&'static str, &'static str);
+    struct Fake(&'static str, &'static str, &'static str);
     impl EngineFactory for Fake {
         fn kind(&self) -> &'static str {
             "fake"
+        }
+        fn artifact_versions(&self) -> Vec<(&'static str, String)> {
+            vec![("shim_headers", self.2.to_string())]
         }
         fn library_version(&self) -> String {
             self.0.into()
@@ -602,7 +646,7 @@ mod tests {
             opt_batch_sizes: vec![4, 8],
             options: BTreeMap::from([("max_workspace_size_bytes".to_string(), "1024".to_string())]),
         };
-        let f = Fake("10.16.0", "H100 sm_90");
+        let f = Fake("10.16.0", "H100 sm_90", "10.16.0");
         let base = cache_key(&sig, &f, &spec).unwrap();
         // Same content elsewhere, under another model name: same key.
         let other = dir.path().join("copy.onnx");
@@ -636,8 +680,8 @@ mod tests {
             )
             .unwrap(),
         );
-        changed.push(cache_key(&sig, &Fake("10.16.1", "H100 sm_90"), &spec).unwrap());
-        changed.push(cache_key(&sig, &Fake("10.16.0", "H200 sm_90"), &spec).unwrap());
+        changed.push(cache_key(&sig, &Fake("10.16.1", "H100 sm_90", "10.16.0"), &spec).unwrap());
+        changed.push(cache_key(&sig, &Fake("10.16.0", "H200 sm_90", "10.16.0"), &spec).unwrap());
         changed.push(
             cache_key(
                 &sig,
@@ -675,9 +719,34 @@ mod tests {
         o.options
             .insert("max_workspace_size_bytes".into(), "2048".into());
         changed.push(cache_key(&sig, &f, &o).unwrap());
+        // The TensorRT headers the shim was compiled against (same library version).
+        changed.push(cache_key(&sig, &Fake("10.16.0", "H100 sm_90", "10.17.0"), &spec).unwrap());
+        // The versions of the backend, the FP16 converter and the guard.
+        let v = KeyVersions::default();
+        for other in [
+            KeyVersions {
+                backend: "9.9.9".into(),
+                ..v.clone()
+            },
+            KeyVersions {
+                fp16_converter: v.fp16_converter + 1,
+                ..v.clone()
+            },
+            KeyVersions {
+                fp16_guard: v.fp16_guard + 1,
+                ..v.clone()
+            },
+        ] {
+            changed.push(cache_key_with(&sig, &f, &spec, &other).unwrap());
+        }
+        assert_eq!(
+            cache_key_with(&sig, &f, &spec, &v).unwrap().digest,
+            base.digest
+        );
         for (i, k) in changed.iter().enumerate() {
             assert_ne!(k.digest, base.digest, "change {i} must miss");
         }
+        assert!(base.fields.contains_key("version.shim_headers"));
         assert!(
             !base
                 .fields

@@ -166,6 +166,12 @@ pub trait EngineFactory: Send + Sync {
     fn library_version(&self) -> String;
     /// Identity of the device the engine is built for (GPU name + compute capability; CPU model).
     fn device_identity(&self, device: Device) -> Result<String>;
+    /// Versions of everything else this engine's artifacts depend on (beside
+    /// [`EngineFactory::library_version`]): e.g. the TensorRT headers the shim was compiled
+    /// against. Each goes into the cache key.
+    fn artifact_versions(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     /// Whether a built artifact is worth keeping in the on-disk cache.
     fn cacheable(&self, spec: &BuildSpec) -> bool;
     /// Builds the artifact (serialized engine, or the converted ONNX for ONNX Runtime) from the

@@ -169,6 +169,11 @@ impl std::fmt::Display for Fp16Report {
 ///
 /// Errors: unreadable external data; initializers whose data does not match their dims
 /// (INVALID_ARG naming the tensor).
+/// Version of the FP16 converter's output. Bump it whenever a change to this module can change
+/// the converted model for the same input (op lists, casts, clamping): it goes into the engine
+/// cache key, so engines built from an older conversion are not served.
+pub const CONVERTER_VERSION: u32 = 1;
+
 pub fn convert_to_fp16(model: &OnnxModel, opts: &Fp16Options) -> Result<(OnnxModel, Fp16Report)> {
     let mut out = model.clone();
     out.inline_external_data()?;

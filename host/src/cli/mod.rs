@@ -4,6 +4,7 @@ pub mod bench;
 pub mod build;
 pub mod cache;
 pub mod direct;
+pub mod doctor;
 pub mod inspect;
 pub mod run;
 
@@ -31,6 +32,9 @@ pub enum Command {
     Cache(cache::CacheArgs),
     /// Throughput and latency per batch size and input memory, beside the engine run directly.
     Bench(bench::BenchArgs),
+    /// Check this environment (GPU, CUDA, TensorRT, ONNX Runtime, cache) and run the bundled
+    /// model with every available engine; non-zero exit when something asked for cannot work.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Entry point of the binary; returns the process exit code.
@@ -41,6 +45,7 @@ pub fn main_with_args(cli: Cli) -> i32 {
         Command::Build(a) => build::build(&a),
         Command::Cache(a) => cache::cache(&a),
         Command::Bench(a) => bench::bench(&a),
+        Command::Doctor(a) => doctor::doctor(&a),
     };
     match r {
         Ok(()) => 0,

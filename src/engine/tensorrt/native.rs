@@ -540,6 +540,13 @@ impl EngineFactory for TensorRtFactory {
         }
     }
 
+    fn artifact_versions(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("tensorrt_shim_headers", self.header_version.clone()),
+            ("tensorrt_shim_abi", ffi::RT_ABI_VERSION.to_string()),
+        ]
+    }
+
     fn cacheable(&self, _spec: &BuildSpec) -> bool {
         true
     }
