@@ -643,3 +643,58 @@ fn doctor_runs_the_native_engine_against_the_cpu_reference() {
         assert!(out.contains("[ ok ] run tensorrt FP16"), "{out}");
     }
 }
+
+fn timing_caches(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "timing") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// `timing_cache: true` hands the stored timing cache to each build and keeps what comes back:
+/// the double counts the builds that used it.
+#[test]
+fn native_engine_keeps_a_timing_cache_across_builds() {
+    let _ = fake_gpu(
+        "native_engine_keeps_a_timing_cache_across_builds",
+        &[],
+        || {
+            let repo = Repo::new();
+            let timing = "parameters { key: \"timing_cache\" value: { string_value: \"true\" } }\n";
+            for precision in ["FP32", "FP16"] {
+                repo.add(
+                    "tiny_clip",
+                    &tiny_clip_dir(),
+                    Some(&(trt_config(precision, 1, "tensorrt") + timing)),
+                );
+                let s = trt_server(&repo, &[]);
+                s.load_model("tiny_clip").unwrap();
+                assert_clean(&s);
+            }
+            let files = timing_caches(&repo.path().join("cache"));
+            assert_eq!(
+                files.len(),
+                1,
+                "one timing cache per TensorRT version and GPU: {files:?}"
+            );
+            let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with("tensorrt-10.99.0"), "{name}");
+            let bytes = std::fs::read(&files[0]).unwrap();
+            assert_eq!(&bytes[..8], b"RTSEAMTC");
+            // FP32 build, then the FP16 build and the guard's FP32 reference build: each got the
+            // cache the previous one left.
+            let runs = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+            assert_eq!(runs, 3, "builds that saw the timing cache");
+            assert_no_violation();
+        },
+    );
+}

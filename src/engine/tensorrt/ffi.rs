@@ -196,6 +196,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_library_that_is_not_a_shim_is_refused_by_name() {
+        let e = open(Path::new("libc.so.6")).err().unwrap();
+        assert_eq!(e.code(), crate::error::ErrorCode::Unavailable);
+        assert!(
+            e.to_string().contains(
+                "libc.so.6 is not a rusttrt TensorRT shim: symbol rt_abi_version missing"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn dims_layout_matches_the_c_header() {
         // int32 count, 4 bytes padding, 8 x int64 (the layout of TensorRT's Dims64 too).
         assert_eq!(std::mem::size_of::<rt_dims>(), 72);
