@@ -698,3 +698,100 @@ fn native_engine_keeps_a_timing_cache_across_builds() {
         },
     );
 }
+
+const TRT_BATCH_CONFIG: &str = r#"backend: "rusttrt"
+max_batch_size: 8
+dynamic_batching { max_queue_delay_microseconds: 20000 }
+instance_group [ { kind: KIND_GPU count: 1 } ]
+parameters { key: "engine" value: { string_value: "tensorrt" } }
+parameters { key: "precision_mode" value: { string_value: "FP32" } }
+"#;
+
+/// The types TensorRT exchanges round-trip bit-exact through the native engine; the others fail
+/// the load naming the tensor and the type.
+#[test]
+fn native_engine_data_types() {
+    let _ = fake_gpu("native_engine_data_types", &[], || {
+        use triton_abi::*;
+        let repo = Repo::new();
+        let served = [
+            ("bool", TRITONSERVER_TYPE_BOOL),
+            ("uint8", TRITONSERVER_TYPE_UINT8),
+            ("int8", TRITONSERVER_TYPE_INT8),
+            ("int32", TRITONSERVER_TYPE_INT32),
+            ("int64", TRITONSERVER_TYPE_INT64),
+            ("fp16", TRITONSERVER_TYPE_FP16),
+            ("bf16", TRITONSERVER_TYPE_BF16),
+            ("fp32", TRITONSERVER_TYPE_FP32),
+        ];
+        let refused = ["fp64", "uint16", "int16"];
+        for t in served.iter().map(|(t, _)| *t).chain(refused) {
+            repo.add(
+                &format!("dtype_{t}"),
+                &test_model(&format!("dtype_{t}")),
+                Some(TRT_BATCH_CONFIG),
+            );
+        }
+        let s = trt_server(&repo, &[]);
+        for (t, dt) in served {
+            let name = format!("dtype_{t}");
+            s.load_model(&name)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let size = datatype_byte_size(dt) as usize;
+            let bytes: Vec<u8> = (0..12 * size)
+                .map(|i| {
+                    if dt == TRITONSERVER_TYPE_BOOL {
+                        (i % 2) as u8
+                    } else {
+                        (i * 37 % 251) as u8
+                    }
+                })
+                .collect();
+            let mut req = InferRequest::new(
+                t,
+                vec![rusttrt_host::InputTensor::new(
+                    "IN",
+                    dt,
+                    &[3, 4],
+                    bytes.clone(),
+                )],
+            );
+            req.output_memory = MemoryType::Gpu;
+            let resp = s.infer(&name, req).unwrap();
+            assert!(resp.error.is_none(), "{name}: {:?}", resp.error);
+            let out = resp.output("OUT").unwrap();
+            assert_eq!((out.datatype, &out.shape), (dt, &vec![3, 4]), "{name}");
+            assert_eq!(out.bytes, bytes, "{name}: bytes changed");
+        }
+        for t in refused {
+            let e = s.load_model(&format!("dtype_{t}")).unwrap_err().to_string();
+            assert!(e.contains("not supported by TensorRT"), "{t}: {e}");
+            assert!(e.contains("'IN'") || e.contains("'OUT'"), "{t}: {e}");
+        }
+        assert_clean(&s);
+        assert_no_violation();
+    });
+}
+
+/// Only the outputs a request asks for come back; the engine still gets an address for each.
+#[test]
+fn native_engine_returns_only_requested_outputs() {
+    let _ = fake_gpu("native_engine_returns_only_requested_outputs", &[], || {
+        let repo = Repo::new();
+        repo.add("m", &test_model("multi_io"), Some(TRT_BATCH_CONFIG));
+        let s = trt_server(&repo, &[]);
+        s.load_model("m").unwrap();
+        let cases = cases(&test_model("multi_io").join("cases.json"));
+        let c = &cases.cases[0];
+        let mut req = request("one", c);
+        req.outputs = Some(vec!["CAST".into()]);
+        let resp = s.infer("m", req).unwrap();
+        assert_eq!(resp.outputs.len(), 1);
+        assert_eq!(resp.outputs[0].name, "CAST");
+        let all = s.infer("m", request("all", c)).unwrap();
+        check_response("all outputs", &all, c, cases.atol, cases.rtol);
+        assert_eq!(all.outputs.len(), 3);
+        assert_clean(&s);
+        assert_no_violation();
+    });
+}
