@@ -62,6 +62,7 @@ fn fake_gpu(test: &str, env: &[(&str, &str)], body: impl FnOnce()) -> String {
     // Build what the child needs here, once, so that children never run cargo.
     let _ = backend_lib();
     let _ = seam_double();
+    let _ = build_worker();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
@@ -116,12 +117,22 @@ fn counter(name: &str) -> u64 {
     unsafe { f(c.as_ptr()) }
 }
 
-fn assert_no_violation() {
+/// No breach of the shim interface's contracts, in this process (the double's counter) or in
+/// a build worker (whose log the server forwards).
+fn assert_no_violation(s: &Server) {
     assert_eq!(
         counter("violations"),
         0,
-        "the backend broke a contract of the TensorRT interface (see the log)"
+        "the backend broke a contract of the TensorRT interface: {:#?}",
+        s.log_lines()
     );
+    let forwarded = log_matching(s, "contract violation");
+    assert!(forwarded.is_empty(), "{forwarded:#?}");
+}
+
+/// Engine builds this server did (in its build workers or in-process).
+fn builds(s: &Server) -> usize {
+    log_matching(s, "building a").len()
 }
 
 fn check_fp32(what: &str, resp: &rusttrt_host::InferResponse, c: &Case, cases: &Cases) {
@@ -179,9 +190,9 @@ fn native_engine_fp32_and_fp16_match_the_reference() {
                     );
                 }
                 assert_clean(&s);
+                assert_no_violation(&s);
             }
             assert!(counter("enqueues") >= 6);
-            assert_no_violation();
         },
     );
 }
@@ -222,7 +233,7 @@ fn native_engine_batches_and_scatters_device_outputs() {
             assert_eq!(st["batch_stats"][0]["batch_size"], json!(12));
             assert_eq!(counter("enqueues") - before, 1);
             assert_clean(&s);
-            assert_no_violation();
+            assert_no_violation(&s);
         },
     );
 }
@@ -263,7 +274,7 @@ fn native_engine_every_input_and_output_memory_type() {
                 }
             }
             assert_clean(&s);
-            assert_no_violation();
+            assert_no_violation(&s);
         },
     );
 }
@@ -314,7 +325,7 @@ fn native_engine_answers_malformed_requests_and_serves_the_batch() {
                 check_fp32("good beside bad", &g.wait().unwrap(), good, &cases);
             }
             assert_clean(&s);
-            assert_no_violation();
+            assert_no_violation(&s);
         },
     );
 }
@@ -350,7 +361,7 @@ fn native_engine_plans_are_cached_built_once_and_rebuilt_when_corrupt() {
                 &tiny_clip_dir(),
                 Some(&trt_config("FP32", 2, "tensorrt")),
             );
-            let (b0, l0, c0) = (counter("builds"), counter("loads"), counter("contexts"));
+            let (l0, c0) = (counter("loads"), counter("contexts"));
             {
                 let s = trt_server(&repo, &[]);
                 s.load_model("tiny_clip").unwrap();
@@ -360,13 +371,13 @@ fn native_engine_plans_are_cached_built_once_and_rebuilt_when_corrupt() {
                     c,
                     &cases,
                 );
-                assert_eq!(counter("builds") - b0, 1, "two instances build once");
+                assert_eq!(builds(&s), 1, "two instances build once");
                 assert_eq!(counter("loads") - l0, 1);
                 assert_eq!(counter("contexts") - c0, 2);
                 // Reload in the same server: the cache hits.
                 s.unload_model("tiny_clip").unwrap();
                 s.load_model("tiny_clip").unwrap();
-                assert_eq!(counter("builds") - b0, 1, "a reload hits the cache");
+                assert_eq!(builds(&s), 1, "a reload hits the cache");
                 check_fp32(
                     "reloaded",
                     &s.infer("tiny_clip", request("b", c)).unwrap(),
@@ -381,7 +392,7 @@ fn native_engine_plans_are_cached_built_once_and_rebuilt_when_corrupt() {
             {
                 let s = trt_server(&repo, &[]);
                 s.load_model("tiny_clip").unwrap();
-                assert_eq!(counter("builds") - b0, 1, "a restart hits the cache");
+                assert_eq!(builds(&s), 0, "a restart hits the cache");
                 assert_clean(&s);
             }
             // A damaged plan is rebuilt and replaced, with a warning.
@@ -392,7 +403,7 @@ fn native_engine_plans_are_cached_built_once_and_rebuilt_when_corrupt() {
             {
                 let s = trt_server(&repo, &[]);
                 s.load_model("tiny_clip").unwrap();
-                assert_eq!(counter("builds") - b0, 2, "the damaged plan was rebuilt");
+                assert_eq!(builds(&s), 1, "the damaged plan was rebuilt");
                 assert!(
                     s.log_lines().iter().any(|l| l.level == "WARN"),
                     "{:#?}",
@@ -415,10 +426,10 @@ fn native_engine_plans_are_cached_built_once_and_rebuilt_when_corrupt() {
             {
                 let s = trt_server(&repo, &[]);
                 s.load_model("tiny_clip").unwrap();
-                assert!(counter("builds") - b0 >= 3, "FP16 misses the FP32 entry");
+                assert!(builds(&s) >= 1, "FP16 misses the FP32 entry");
                 assert_clean(&s);
+                assert_no_violation(&s);
             }
-            assert_no_violation();
         },
     );
 }
@@ -458,13 +469,12 @@ fn native_engine_fp16_guard_falls_back_to_an_fp32_plan() {
                 );
             }
             // The verdict and the FP32 plan are cached: no build on the next load.
-            let b = counter("builds");
             let again = trt_server(&repo, &[]);
             again.load_model("u").unwrap();
-            assert_eq!(counter("builds"), b);
+            assert_eq!(builds(&again), 0);
             assert!(!log_matching(&again, "serving FP32").is_empty());
             assert_clean(&s);
-            assert_no_violation();
+            assert_no_violation(&s);
         },
     );
 }
@@ -694,7 +704,6 @@ fn native_engine_keeps_a_timing_cache_across_builds() {
             // cache the previous one left.
             let runs = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
             assert_eq!(runs, 3, "builds that saw the timing cache");
-            assert_no_violation();
         },
     );
 }
@@ -769,7 +778,7 @@ fn native_engine_data_types() {
             assert!(e.contains("'IN'") || e.contains("'OUT'"), "{t}: {e}");
         }
         assert_clean(&s);
-        assert_no_violation();
+        assert_no_violation(&s);
     });
 }
 
@@ -792,6 +801,113 @@ fn native_engine_returns_only_requested_outputs() {
         check_response("all outputs", &all, c, cases.atol, cases.rtol);
         assert_eq!(all.outputs.len(), 3);
         assert_clean(&s);
-        assert_no_violation();
+        assert_no_violation(&s);
     });
+}
+
+/// A second model the server must keep serving while another one's build fails.
+fn add_cpu_model(repo: &Repo) {
+    repo.add(
+        "cpu",
+        &tiny_clip_dir(),
+        Some(&tiny_clip_config().replace("tiny_clip", "cpu")),
+    );
+}
+
+fn cpu_model_serves(s: &Server) {
+    s.load_model("cpu").unwrap();
+    let cases = tiny_cases();
+    let c = &cases.cases[0];
+    check_fp32(
+        "the other model",
+        &s.infer("cpu", request("x", c)).unwrap(),
+        c,
+        &cases,
+    );
+}
+
+/// A build that crashes (abort) takes its worker down, not the server: that model's load fails
+/// naming the model and the signal, and the server goes on serving.
+#[test]
+fn a_crashing_build_fails_that_load_not_the_server() {
+    let _ = fake_gpu(
+        "a_crashing_build_fails_that_load_not_the_server",
+        &[("RUSTTRT_SEAM_DOUBLE_CRASH", "build")],
+        || {
+            let repo = Repo::new();
+            repo.add(
+                "native",
+                &tiny_clip_dir(),
+                Some(&trt_config("FP32", 1, "tensorrt").replace("tiny_clip", "native")),
+            );
+            add_cpu_model(&repo);
+            let s = trt_server(&repo, &[]);
+            let e = s.load_model("native").unwrap_err().to_string();
+            for want in [
+                "model 'native'",
+                "crashed",
+                "SIGABRT",
+                "crashing on purpose",
+            ] {
+                assert!(e.contains(want), "{want}: {e}");
+            }
+            cpu_model_serves(&s);
+            assert_clean(&s);
+        },
+    );
+}
+
+/// A build that hangs is killed at `build_timeout_s`; the load fails saying so.
+#[test]
+fn a_hanging_build_is_killed_at_its_time_limit() {
+    let _ = fake_gpu(
+        "a_hanging_build_is_killed_at_its_time_limit",
+        &[("RUSTTRT_SEAM_DOUBLE_HANG", "build")],
+        || {
+            let repo = Repo::new();
+            let cfg = trt_config("FP32", 1, "tensorrt").replace("tiny_clip", "native")
+                + "parameters { key: \"build_timeout_s\" value: { string_value: \"2\" } }\n";
+            repo.add("native", &tiny_clip_dir(), Some(&cfg));
+            add_cpu_model(&repo);
+            let s = trt_server(&repo, &[]);
+            let t0 = std::time::Instant::now();
+            let e = s.load_model("native").unwrap_err().to_string();
+            assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+            for want in ["model 'native'", "did not finish within 2 s", "killed"] {
+                assert!(e.contains(want), "{want}: {e}");
+            }
+            cpu_model_serves(&s);
+            assert_clean(&s);
+        },
+    );
+}
+
+/// Builds run in the worker by default; its log reaches the server's.
+#[test]
+fn builds_run_in_the_worker_and_its_log_is_forwarded() {
+    let _ = fake_gpu(
+        "builds_run_in_the_worker_and_its_log_is_forwarded",
+        &[],
+        || {
+            let repo = Repo::new();
+            repo.add(
+                "tiny_clip",
+                &tiny_clip_dir(),
+                Some(&trt_config("FP16", 1, "tensorrt")),
+            );
+            let s = trt_server(&repo, &[]);
+            s.load_model("tiny_clip").unwrap();
+            let forwarded = log_matching(&s, "[build worker ");
+            assert!(
+                forwarded
+                    .iter()
+                    .any(|l| l.contains("building a FP16 tensorrt engine"))
+                    && forwarded.iter().any(|l| l.contains("FP16 guard")),
+                "{:#?}",
+                s.log_lines()
+            );
+            assert_clean(&s);
+            assert_no_violation(&s);
+        },
+    );
 }

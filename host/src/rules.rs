@@ -166,7 +166,13 @@ pub(crate) fn log(line: LogLine) {
     if let Some(s) = current() {
         s.log(line);
     } else {
-        for s in all_servers() {
+        let servers = all_servers();
+        if servers.is_empty() {
+            // No server in this process (the build worker runs backend code alone): stderr, in
+            // the form the backend's worker reader parses.
+            eprintln!("[{}] {}:{}: {}", line.level, line.file, line.line, line.msg);
+        }
+        for s in servers {
             s.log(line.clone());
         }
     }

@@ -48,17 +48,28 @@ fn find(profile: &Path, file: &str) -> Option<PathBuf> {
 /// Path of `lib<lib_name>.so` from workspace package `package`, building it first (once per
 /// process) so it is current. Panics with a clear message when it cannot be found or built.
 pub fn find_or_build_cdylib(package: &str, lib_name: &str) -> PathBuf {
-    let file = format!("lib{lib_name}.so");
+    find_or_build(package, &format!("lib{lib_name}.so"), &["--lib"])
+}
+
+/// Path of the binary `name` of workspace package `package` (e.g. the `rusttrt` command, the
+/// backend's build worker), built first like [`find_or_build_cdylib`].
+pub fn find_or_build_bin(package: &str, name: &str) -> PathBuf {
+    find_or_build(package, name, &["--bin", name])
+}
+
+fn find_or_build(package: &str, file: &str, what: &[&str]) -> PathBuf {
+    let file = file.to_string();
     let profile = profile_dir().expect("cannot determine the target directory from current_exe()");
     let skip = std::env::var_os("RUSTTRT_SKIP_CDYLIB_BUILD").is_some_and(|v| v == "1");
     if !skip {
         let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-        let r = built.entry(package.to_string()).or_insert_with(|| {
+        let r = built.entry(format!("{package}/{file}")).or_insert_with(|| {
             let target = profile.parent().unwrap_or(&profile).to_path_buf();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.current_dir(workspace_root())
-                .args(["build", "-p", package, "--lib"])
+                .args(["build", "-p", package])
+                .args(what)
                 .env("CARGO_TARGET_DIR", &target);
             if profile.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");

@@ -238,13 +238,16 @@ pub fn load_engine(
     state: &ModelState,
     factory: &dyn EngineFactory,
     spec: &BuildSpec,
+    kind: super::model::EngineKind,
 ) -> Result<Arc<dyn Engine>> {
     if !factory.cacheable(spec) {
         return factory.load(spec, None);
     }
     let key = cache_key(&state.signature, factory, spec)?;
     let cache = EngineCache::new(cache_config(state)?);
-    let build = || build_artifact(state, factory, spec);
+    // The build (and the FP16 guard, which runs model code) happens in a worker process where
+    // one is found, so that a crash or hang there fails this load, not the server.
+    let build = || super::worker::build(state, factory, spec, kind);
     let outcome = cache.get_or_build(&key, &state.name, build)?;
     report(&outcome);
     match load_from_outcome(factory, spec, &outcome) {
@@ -260,7 +263,7 @@ pub fn load_engine(
                 &state.name,
                 &outcome.artifact,
                 &e.to_string(),
-                || build_artifact(state, factory, spec),
+                || super::worker::build(state, factory, spec, kind),
             )?;
             report(&outcome);
             load_from_outcome(factory, spec, &outcome)
@@ -313,7 +316,7 @@ fn load_from_outcome(
 }
 
 /// Builds the envelope for a cache miss: FP16 conversion, engine build, accuracy guard.
-fn build_artifact(
+pub(crate) fn build_artifact(
     state: &ModelState,
     factory: &dyn EngineFactory,
     spec: &BuildSpec,

@@ -11,6 +11,7 @@ pub mod execute;
 pub mod gpu;
 pub mod model;
 pub mod params;
+pub mod worker;
 
 use crate::error::Result;
 use std::collections::BTreeMap;

@@ -13,6 +13,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Which engine (and ONNX Runtime execution provider) builds and serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum EngineKind {
+    TensorRt,
+    OnnxRuntime(OrtGpuProvider),
+}
+
 /// State of one loaded model version, shared (read-only apart from the engine map) by its
 /// instances.
 pub struct ModelState {
@@ -83,6 +90,21 @@ impl ModelState {
                 );
             }
         }
+        Self::from_parts(name, version, raw, backend, model_path, signature)
+    }
+
+    /// The model state from its final config JSON (what Triton holds after auto-complete), the
+    /// model file and its signature: config parsed and validated, parameters resolved. The build
+    /// worker rebuilds a model's state this way in its own process.
+    pub fn from_parts(
+        name: String,
+        version: u64,
+        raw: serde_json::Value,
+        backend: Arc<BackendState>,
+        model_path: PathBuf,
+        signature: Signature,
+    ) -> Result<ModelState> {
+        let ctx = |e: Error| e.context(format!("model '{name}' version {version}"));
         let config = ModelConfig::parse(raw).map_err(ctx)?;
         config.validate(&signature)?;
         let params = ModelParams::resolve(&config, &backend)?;
@@ -117,6 +139,18 @@ impl ModelState {
         );
         engines.insert(device, engine.clone());
         Ok(engine)
+    }
+
+    /// The factory of `choice` for `device`.
+    pub fn factory_for(
+        &self,
+        choice: EngineKind,
+        device: Device,
+    ) -> Result<Box<dyn EngineFactory>> {
+        match choice {
+            EngineKind::TensorRt => self.tensorrt_factory(device),
+            EngineKind::OnnxRuntime(p) => self.ort_factory(device, p),
+        }
     }
 
     /// The native TensorRT factory (shim library + TensorRT), for a GPU instance.
@@ -240,14 +274,17 @@ impl ModelState {
     /// else CUDA — and says why in one log line.
     fn load_engine(&self, device: Device) -> Result<Arc<dyn Engine>> {
         let spec = self.build_spec(device);
-        let load = |f: Box<dyn EngineFactory>| super::engines::load_engine(self, f.as_ref(), &spec);
+        let load = |choice: EngineKind| {
+            let f = self.factory_for(choice, device)?;
+            super::engines::load_engine(self, f.as_ref(), &spec, choice)
+        };
         match (self.params.engine, device) {
-            (EngineChoice::TensorRt, _) => load(self.tensorrt_factory(device)?),
+            (EngineChoice::TensorRt, _) => load(EngineKind::TensorRt),
             (EngineChoice::OnnxRuntime, _) | (EngineChoice::Auto, Device::Cpu) => {
-                load(self.ort_factory(device, self.params.ort_gpu_provider)?)
+                load(EngineKind::OnnxRuntime(self.params.ort_gpu_provider))
             }
             (EngineChoice::Auto, Device::Gpu(ordinal)) => {
-                let native = self.tensorrt_factory(device).and_then(load);
+                let native = load(EngineKind::TensorRt);
                 let why = match native {
                     Ok(e) => return Ok(e),
                     Err(e) => e,
@@ -258,10 +295,7 @@ impl ModelState {
                         &self.params.ort_library_candidates,
                     )
                 {
-                    match self
-                        .ort_factory(device, OrtGpuProvider::TensorRt)
-                        .and_then(load)
-                    {
+                    match load(EngineKind::OnnxRuntime(OrtGpuProvider::TensorRt)) {
                         Ok(e) => {
                             log!(
                                 Warn,
@@ -283,7 +317,7 @@ impl ModelState {
                     "model '{}': engine auto on GPU {ordinal}: the native TensorRT engine cannot be used ({first_line}); serving with ONNX Runtime's CUDA execution provider",
                     self.name
                 );
-                load(self.ort_factory(device, OrtGpuProvider::Cuda)?)
+                load(EngineKind::OnnxRuntime(OrtGpuProvider::Cuda))
             }
         }
     }

@@ -18,7 +18,7 @@ pub enum EngineChoice {
 }
 
 /// ONNX Runtime execution provider requested for GPU instances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OrtGpuProvider {
     Cuda,
     TensorRt,

@@ -99,6 +99,11 @@ pub fn tiny_clip_config() -> String {
     std::fs::read_to_string(tiny_clip_dir().join("config.pbtxt")).unwrap()
 }
 
+/// The `rusttrt` command, which the backend runs as its build worker (built if stale).
+pub fn build_worker() -> PathBuf {
+    rusttrt_host::testing::find_or_build_bin("rusttrt-host", "rusttrt")
+}
+
 /// A server over `repo` with ONNX Runtime configured and extra backend config.
 pub fn server_with(
     repo: &Repo,
@@ -110,6 +115,9 @@ pub fn server_with(
         "onnxruntime-library".into(),
         ort_library().display().to_string(),
     ));
+    // Builds run in the worker, as in production (a test may override it).
+    opts.backend_config
+        .push(("build-worker".into(), build_worker().display().to_string()));
     // Keep the engine cache of each test inside its repository unless the test says otherwise.
     opts.backend_config.push((
         "cache-dir".into(),

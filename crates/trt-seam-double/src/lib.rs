@@ -25,7 +25,9 @@
 //! - `RUSTTRT_SEAM_DOUBLE_VERSION=M.m.p` — the TensorRT version the "loaded library" claims
 //!   (default 10.99.0, the headers' version); another major is refused as the real shim does;
 //! - `RUSTTRT_SEAM_DOUBLE_REJECT=text` — the parser rejects every model (TensorRT's message
-//!   format, `text` quoted in it).
+//!   format, `text` quoted in it);
+//! - `RUSTTRT_SEAM_DOUBLE_CRASH=build` — the build aborts the process (a crashing builder);
+//! - `RUSTTRT_SEAM_DOUBLE_HANG=build` — the build never returns (a hung builder).
 //!
 //! ONNX Runtime is loaded from `ORT_DYLIB_PATH`.
 
@@ -776,6 +778,18 @@ pub unsafe extern "C" fn rt_network_build(
     guarded(err, errlen, || {
         if net.is_null() || opts.is_null() || out_plan.is_null() {
             return fail(RT_ERR_INVALID_ARG, "null argument");
+        }
+        if std::env::var("RUSTTRT_SEAM_DOUBLE_CRASH").is_ok_and(|v| v == "build") {
+            log(
+                LOG_INTERNAL_ERROR,
+                "builder crashing on purpose (RUSTTRT_SEAM_DOUBLE_CRASH)",
+            );
+            std::process::abort();
+        }
+        if std::env::var("RUSTTRT_SEAM_DOUBLE_HANG").is_ok_and(|v| v == "build") {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
         }
         // SAFETY: live network and options (the header's contract).
         let (n, o) = unsafe { (&mut *net, &*opts) };

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod build_worker;
 pub mod cache;
 pub mod direct;
 pub mod doctor;
@@ -35,11 +36,15 @@ pub enum Command {
     /// Check this environment (GPU, CUDA, TensorRT, ONNX Runtime, cache) and run the bundled
     /// model with every available engine; non-zero exit when something asked for cannot work.
     Doctor(doctor::DoctorArgs),
+    /// The backend's engine build in a process of its own (started by the backend).
+    #[command(hide = true)]
+    BuildWorker(build_worker::BuildWorkerArgs),
 }
 
 /// Entry point of the binary; returns the process exit code.
 pub fn main_with_args(cli: Cli) -> i32 {
     let r = match cli.command {
+        Command::BuildWorker(a) => return build_worker::build_worker(&a),
         Command::Run(a) => run::run(&a),
         Command::Inspect(a) => inspect::inspect(&a),
         Command::Build(a) => build::build(&a),
