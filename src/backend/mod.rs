@@ -52,6 +52,16 @@ impl BackendState {
             .filter(|s| !s.is_empty())
     }
 
+    /// The TensorRT shim library: the backend config's `tensorrt-shim-library` (a relative path
+    /// is taken from the backend's directory), else `libtriton_rusttrt_tensorrt.so` beside the
+    /// backend.
+    pub fn tensorrt_shim_path(&self) -> PathBuf {
+        match self.get("tensorrt-shim-library") {
+            Some(p) => self.backend_dir.join(p),
+            None => self.backend_dir.join(crate::engine::tensorrt::SHIM_LIBRARY),
+        }
+    }
+
     /// Triton's `default-max-batch-size` (4 when absent).
     pub fn default_max_batch_size(&self) -> usize {
         self.get("default-max-batch-size")

@@ -160,8 +160,29 @@ impl ModelState {
                 "engine 'tensorrt' needs a KIND_GPU instance (this instance is KIND_CPU)",
             ));
         }
-        let timing = self.cache_root()?.map(|r| r.join("timing"));
-        crate::engine::tensorrt::factory(&self.backend, timing)
+        use crate::engine::tensorrt::{self as trt, LogSeverity, TensorRtConfig, TensorRtFactory};
+        // TensorRT's log goes to Triton's.
+        trt::set_log_sink(Arc::new(|sev, msg| {
+            let level = match sev {
+                LogSeverity::InternalError | LogSeverity::Error => crate::triton::LogLevel::Error,
+                LogSeverity::Warning => crate::triton::LogLevel::Warn,
+                LogSeverity::Info => crate::triton::LogLevel::Info,
+                LogSeverity::Verbose => crate::triton::LogLevel::Verbose,
+            };
+            crate::triton::log(level, "tensorrt", 0, msg);
+        }));
+        let config = TensorRtConfig {
+            shim_path: self.backend.tensorrt_shim_path(),
+            nvinfer_path: self.backend.get("tensorrt-library").map(PathBuf::from),
+            parser_path: self
+                .backend
+                .get("tensorrt-parser-library")
+                .map(PathBuf::from),
+            timing_cache_dir: self.cache_root()?.map(|r| r.join("timing")),
+            max_log_severity: LogSeverity::Warning,
+        };
+        let gpu = Arc::new(trt::cuda_glue::CudaRuntime);
+        Ok(Box::new(TensorRtFactory::new(config, gpu)?))
     }
 
     fn ort_factory(

@@ -276,16 +276,22 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-/// One line of the worker's stderr: `[LEVEL] file:line: message` from its log, else raw text.
-fn forward(pid: u32, line: &str, last_error: &Mutex<String>) {
-    let (level, msg) = match line
+/// The level and message of one line of the worker's stderr: `[LEVEL] file:line: message` from
+/// its log; anything else (a library printing on its own) is an error line as it is.
+fn parse_line(line: &str) -> (&str, &str) {
+    match line
         .strip_prefix('[')
         .and_then(|r| r.split_once("] "))
         .map(|(lvl, rest)| (lvl, rest.split_once(": ").map_or(rest, |(_, m)| m)))
     {
         Some((lvl @ ("INFO" | "WARN" | "ERROR" | "VERBOSE"), msg)) => (lvl, msg),
         _ => ("ERROR", line),
-    };
+    }
+}
+
+/// Forwards one line of the worker's stderr into Triton's log; an error line is remembered.
+fn forward(pid: u32, line: &str, last_error: &Mutex<String>) {
+    let (level, msg) = parse_line(line);
     let text = format!("[build worker {pid}] {msg}");
     match level {
         "INFO" => log!(Info, "{text}"),
@@ -361,13 +367,19 @@ mod tests {
     }
 
     #[test]
-    fn worker_log_lines_keep_their_level_and_the_last_error() {
-        let last = Mutex::new(String::new());
-        forward(7, "[WARN] src/x.rs:3: careful", &last);
-        assert!(last.lock().unwrap().is_empty());
-        forward(7, "[ERROR] src/x.rs:9: it broke", &last);
-        assert_eq!(*last.lock().unwrap(), "it broke");
-        forward(7, "free text from a library", &last);
-        assert_eq!(*last.lock().unwrap(), "free text from a library");
+    fn worker_log_lines_keep_their_level() {
+        assert_eq!(
+            parse_line("[WARN] src/x.rs:3: careful"),
+            ("WARN", "careful")
+        );
+        assert_eq!(
+            parse_line("[ERROR] build-worker:0: it broke"),
+            ("ERROR", "it broke")
+        );
+        assert_eq!(
+            parse_line("free text from a library"),
+            ("ERROR", "free text from a library")
+        );
+        assert_eq!(parse_line("[NOTE] x"), ("ERROR", "[NOTE] x"));
     }
 }

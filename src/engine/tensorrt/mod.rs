@@ -191,43 +191,6 @@ fn gpu_of(spec: &BuildSpec) -> Result<i32> {
 
 pub use native::{TensorRtEngine, TensorRtFactory};
 
-/// Where the shim library is looked for: the backend config's `tensorrt-shim-library` (a
-/// relative path is taken from the backend's directory), else `libtriton_rusttrt_tensorrt.so`
-/// beside the backend.
-pub fn shim_path(backend: &crate::backend::BackendState) -> PathBuf {
-    match backend.get("tensorrt-shim-library") {
-        Some(p) => backend.backend_dir.join(p),
-        None => backend.backend_dir.join(SHIM_LIBRARY),
-    }
-}
-
-/// The TensorRT factory with the backend's settings and the cuda layer plugged in. The shim
-/// comes from [`shim_path`]; TensorRT's libraries from the backend config (`tensorrt-library`,
-/// `tensorrt-parser-library`) or the loader's search path; TensorRT's log goes to Triton's log.
-pub fn factory(
-    backend: &crate::backend::BackendState,
-    timing_cache_dir: Option<PathBuf>,
-) -> Result<Box<dyn crate::engine::EngineFactory>> {
-    set_log_sink(Arc::new(|sev, msg| {
-        let level = match sev {
-            LogSeverity::InternalError | LogSeverity::Error => crate::triton::LogLevel::Error,
-            LogSeverity::Warning => crate::triton::LogLevel::Warn,
-            LogSeverity::Info => crate::triton::LogLevel::Info,
-            LogSeverity::Verbose => crate::triton::LogLevel::Verbose,
-        };
-        crate::triton::log(level, "tensorrt", 0, msg);
-    }));
-    let config = TensorRtConfig {
-        shim_path: shim_path(backend),
-        nvinfer_path: backend.get("tensorrt-library").map(PathBuf::from),
-        parser_path: backend.get("tensorrt-parser-library").map(PathBuf::from),
-        timing_cache_dir,
-        max_log_severity: LogSeverity::Warning,
-    };
-    let f = TensorRtFactory::new(config, Arc::new(cuda_glue::CudaRuntime))?;
-    Ok(Box::new(f))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
