@@ -83,9 +83,20 @@ impl ModelState {
                 );
             }
         }
-        let config = ModelConfig::parse(raw).map_err(ctx)?;
+        let mut config = ModelConfig::parse(raw).map_err(ctx)?;
         config.validate(&signature)?;
-        let params = ModelParams::resolve(&config, &backend)?;
+        let params = ModelParams::resolve(&config, &backend, &repo)?;
+        for w in &params.warnings {
+            log!(Warn, "model '{name}': {w}");
+        }
+        log!(
+            Info,
+            "model '{name}': effective settings: {}",
+            params.describe()
+        );
+        // From here on the model's parameters are the resolved ones: every engine and cache
+        // option under its rusttrt name, validated, paths absolute (params.rs).
+        config.parameters = params.effective.clone();
         Ok(ModelState {
             name,
             version,
@@ -133,7 +144,10 @@ impl ModelState {
                     "engine 'tensorrt' needs a KIND_GPU instance (this instance is KIND_CPU)",
                 ));
             }
-            let timing = self.cache_root()?.map(|r| r.join("timing"));
+            let timing = match &self.params.timing_cache_dir {
+                Some(d) => Some(d.clone()),
+                None => self.cache_root()?.map(|r| r.join("timing")),
+            };
             return crate::engine::tensorrt::factory(&self.backend, timing);
         }
         let rt = crate::engine::ort::runtime(&self.params.ort_library_candidates)?;
@@ -145,11 +159,10 @@ impl ModelState {
                 cache_dir: self.ort_tensorrt_cache_dir(device)?,
             },
         };
-        Ok(Box::new(OrtFactory::new(
-            rt,
-            ep,
-            self.params.intra_op_threads,
-        )))
+        Ok(Box::new(
+            OrtFactory::new(rt, ep, self.params.intra_op_threads)
+                .with_session_settings(self.params.ort_session.clone()),
+        ))
     }
 
     /// `<first usable cache location>/rusttrt-cache-v<N>`, where timing caches and ONNX Runtime's
