@@ -206,6 +206,7 @@ pub fn load_engine(
     let build = || build_artifact(state, factory, spec);
     let outcome = cache.get_or_build(&key, &state.name, build)?;
     report(&outcome);
+    state.metrics.cache_outcome(&outcome);
     match load_from_outcome(factory, spec, &outcome) {
         Ok(e) => Ok(e),
         Err(e) if outcome.is_hit() => {
@@ -222,6 +223,7 @@ pub fn load_engine(
                 || build_artifact(state, factory, spec),
             )?;
             report(&outcome);
+            state.metrics.cache_outcome(&outcome);
             load_from_outcome(factory, spec, &outcome)
         }
         Err(e) => Err(e),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod engines;
 pub mod execute;
 pub mod gpu;
+pub mod metrics;
 pub mod model;
 pub mod params;
 
@@ -23,6 +24,8 @@ pub struct BackendState {
     pub cmdline: BTreeMap<String, String>,
     /// Directory of libtriton_rusttrt.so (a private libonnxruntime.so may sit beside it).
     pub backend_dir: PathBuf,
+    /// The custom metric families (`None` where Triton offers no metrics API, and in tests).
+    pub metrics: Option<std::sync::Arc<metrics::BackendMetrics>>,
 }
 
 impl BackendState {
@@ -40,6 +43,7 @@ impl BackendState {
         Ok(BackendState {
             cmdline,
             backend_dir,
+            metrics: None,
         })
     }
 

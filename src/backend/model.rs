@@ -24,6 +24,8 @@ pub struct ModelState {
     /// The I/O signature read from the ONNX file.
     pub signature: Signature,
     pub backend: Arc<BackendState>,
+    /// This model's custom metrics (cache hits/misses, build seconds, guard, serving engine).
+    pub metrics: super::metrics::ModelMetrics,
     /// One engine per device, built at the first instance on that device; the mutex also makes
     /// instances that load in parallel wait for that one build.
     engines: Mutex<HashMap<Device, Arc<dyn Engine>>>,
@@ -97,6 +99,7 @@ impl ModelState {
         // From here on the model's parameters are the resolved ones: every engine and cache
         // option under its rusttrt name, validated, paths absolute (params.rs).
         config.parameters = params.effective.clone();
+        let metrics = super::metrics::ModelMetrics::new(backend.metrics.as_ref(), &name, version);
         Ok(ModelState {
             name,
             version,
@@ -104,6 +107,7 @@ impl ModelState {
             params,
             model_path,
             signature,
+            metrics,
             backend,
             engines: Mutex::new(HashMap::new()),
         })
@@ -125,6 +129,14 @@ impl ModelState {
             "model '{}': serving with {}",
             self.name,
             engine.describe()
+        );
+        self.metrics.serving(
+            &match device {
+                Device::Cpu => "CPU".to_string(),
+                Device::Gpu(d) => format!("GPU {d}"),
+            },
+            &engine.describe(),
+            self.params.precision_for(device).as_str(),
         );
         engines.insert(device, engine.clone());
         Ok(engine)

@@ -390,8 +390,13 @@ impl ModelParams {
         let mbs = cfg.max_batch_size;
 
         // ---- unknown keys first: a typo must not be a silent default ----
-        for key in cfg.parameters.keys() {
+        for (key, value) in &cfg.parameters {
             let k = key.as_str();
+            if value.trim().is_empty() {
+                return Err(Error::invalid_arg(format!(
+                    "parameter '{k}' has an empty value; give a value or remove the parameter"
+                )));
+            }
             if OWN_PARAMETERS.contains(&k) || ORT_MODEL_PARAMETERS.contains(&k) {
                 continue;
             }
