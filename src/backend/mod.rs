@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod params;
+pub mod progress;
 
 use crate::error::Result;
 use std::collections::BTreeMap;
