@@ -329,3 +329,74 @@ fn tritons_cuda_graph_field_comes_first_and_project_aliases_still_work() {
     );
     assert_clean(&server);
 }
+
+#[test]
+fn model_warmup_runs_on_the_built_engine_before_ready_and_pinned_memory_fields_are_read() {
+    let repo = Repo::new();
+    let base = tiny_clip_config().replace("name: \"tiny_clip\"\n", "");
+    let input = |how: &str| {
+        format!("inputs {{ key: \"input\" value: {{ data_type: TYPE_FP32 dims: [ 3, 32, 32 ] {how} }} }}")
+    };
+    let warmup = format!(
+        "model_warmup [ {{ name: \"zeros\" batch_size: 4 count: 2 {} }}, {{ name: \"random\" batch_size: 1 {} }}, {{ name: \"file\" batch_size: 2 {} }} ]\n",
+        input("zero_data: true"),
+        input("random_data: true"),
+        input("input_data_file: \"input.bin\"")
+    );
+    let pinned = "optimization { input_pinned_memory { enable: false } output_pinned_memory { enable: false } }\n";
+    let dir = repo.add(
+        "w",
+        &tiny_clip_dir(),
+        Some(&format!("{base}{warmup}{pinned}")),
+    );
+    std::fs::create_dir_all(dir.join("warmup")).unwrap();
+    let cases = cases(&root().join("tests/data/tiny_clip_cases.json"));
+    let one = &cases.cases[0].inputs[0].bytes[..3 * 32 * 32 * 4];
+    std::fs::write(dir.join("warmup/input.bin"), one).unwrap();
+    let short = repo.add(
+        "short",
+        &tiny_clip_dir(),
+        Some(&format!(
+            "{base}model_warmup [ {{ name: \"file\" batch_size: 1 {} }} ]\n",
+            input("input_data_file: \"input.bin\"")
+        )),
+    );
+    std::fs::create_dir_all(short.join("warmup")).unwrap();
+    std::fs::write(short.join("warmup/input.bin"), &one[..100]).unwrap();
+
+    let server = server(&repo);
+    server.load_model("w").expect("load with warmup");
+    // Warmup ran through Execute on every instance (2): 2x zeros, 1x random, 1x file each.
+    let runs = log_matching(&server, "is running warmup sample");
+    assert_eq!(runs.len(), 8, "{runs:#?}");
+    // The engine was built at load, before the first warmup Execute.
+    let log: Vec<String> = server.log_lines().into_iter().map(|l| l.msg).collect();
+    let served = log
+        .iter()
+        .position(|l| l.contains("model 'w': serving with"));
+    let first_warmup = log
+        .iter()
+        .position(|l| l.contains("is running warmup sample"));
+    assert!(served.is_some() && served < first_warmup, "{log:#?}");
+    let eff = log_matching(&server, "model 'w': effective settings");
+    assert!(
+        eff[0].contains(
+            "optimization.input_pinned_memory=false, optimization.output_pinned_memory=false"
+        ),
+        "{eff:?}"
+    );
+    // Served afterwards as usual.
+    let c = &cases.cases[0];
+    check_response(
+        "after warmup",
+        &server.infer("w", request("r", c)).unwrap(),
+        c,
+        cases.atol,
+        cases.rtol,
+    );
+    // A warmup that cannot run fails the load (the model never becomes ready).
+    let e = server.load_model("short").unwrap_err().to_string();
+    assert!(e.contains("warmup") && e.contains("input.bin"), "{e}");
+    assert!(!server.loaded_models().contains(&"short".to_string()));
+    assert_clean(&server);
+}

@@ -567,7 +567,18 @@ impl Server {
                 continue;
             }
             for inst in rt.instances.iter().filter(|i| !i.obj.passive) {
-                for _ in 0..w.count.max(1) {
+                for iteration in 0..w.count.max(1) {
+                    // Triton core logs the same line (verbose) before each warmup sample.
+                    self.host_log(
+                        "VERBOSE",
+                        format!(
+                            "model '{}' instance {} is running warmup sample '{}' for iteration {}",
+                            cfg.name,
+                            inst.obj.name.to_string_lossy(),
+                            w.name,
+                            iteration + 1
+                        ),
+                    );
                     let mut batch = Vec::new();
                     let mut rxs = Vec::new();
                     for n in 0..w.batch_size {

@@ -302,6 +302,12 @@ impl InstanceState {
         let gpu = match device {
             Device::Gpu(id) => Some(
                 super::gpu::GpuIo::new(id as usize, model.config.inputs.len())
+                    .map(|mut g| {
+                        // Triton's optimization.input_pinned_memory / output_pinned_memory.
+                        g.pinned_inputs = model.params.input_pinned_memory;
+                        g.pinned_outputs = model.params.output_pinned_memory;
+                        g
+                    })
                     .map_err(|e| e.context(format!("instance '{name}' (KIND_GPU, device {id})")))?,
             ),
             Device::Cpu => None,

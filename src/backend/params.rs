@@ -71,6 +71,10 @@ pub struct ModelParams {
     /// How often a long engine build logs its progress (`build_progress_interval_s`; `None` =
     /// the default of `backend::progress`). Not a build option: it stays out of the cache key.
     pub progress_interval: Option<std::time::Duration>,
+    /// Triton's `optimization.input_pinned_memory` / `output_pinned_memory` (GPU instances
+    /// stage host data through pinned memory when set; Triton's default is on).
+    pub input_pinned_memory: bool,
+    pub output_pinned_memory: bool,
 }
 
 /// Model parameters of rusttrt itself (aliases of Triton's fields where those exist).
@@ -843,6 +847,8 @@ impl ModelParams {
             sources: s.sources,
             warnings,
             progress_interval,
+            input_pinned_memory: cfg.input_pinned_memory,
+            output_pinned_memory: cfg.output_pinned_memory,
         })
     }
 
@@ -911,6 +917,10 @@ impl ModelParams {
         for (k, v) in &o.cuda_options {
             parts.push(format!("cuda.{k}={v}"));
         }
+        parts.push(format!(
+            "optimization.input_pinned_memory={}, optimization.output_pinned_memory={}",
+            self.input_pinned_memory, self.output_pinned_memory
+        ));
         parts.join(", ")
     }
 }
