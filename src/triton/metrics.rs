@@ -24,6 +24,17 @@ pub enum MetricKind {
 pub struct MetricFamily {
     raw: *mut ffi::TRITONSERVER_MetricFamily,
     name: String,
+    /// Deletes the family; set by [`MetricFamily::new`], so that code which only holds and drops
+    /// families (the backend state in unit tests, linked without Triton) needs no server symbol.
+    delete: fn(*mut ffi::TRITONSERVER_MetricFamily, &str),
+}
+
+fn delete_family(raw: *mut ffi::TRITONSERVER_MetricFamily, name: &str) {
+    // SAFETY: `raw` came from MetricFamilyNew and is deleted once (from Drop); every Metric of it
+    // holds an Arc of the family, so none is alive any more.
+    if let Err(e) = check(unsafe { ffi::TRITONSERVER_MetricFamilyDelete(raw) }) {
+        crate::log!(Warn, "deleting metric family '{name}': {e}");
+    }
 }
 
 // SAFETY: Triton's metric objects are internally synchronized (prometheus-cpp) and may be used
@@ -57,6 +68,7 @@ impl MetricFamily {
         Ok(Arc::new(MetricFamily {
             raw,
             name: name.to_string(),
+            delete: delete_family,
         }))
     }
 
@@ -67,11 +79,7 @@ impl MetricFamily {
 
 impl Drop for MetricFamily {
     fn drop(&mut self) {
-        // SAFETY: `raw` came from MetricFamilyNew and is deleted once; every Metric of it holds
-        // an Arc of this family, so none is alive any more.
-        if let Err(e) = check(unsafe { ffi::TRITONSERVER_MetricFamilyDelete(self.raw) }) {
-            crate::log!(Warn, "deleting metric family '{}': {e}", self.name);
-        }
+        (self.delete)(self.raw, &self.name);
     }
 }
 
