@@ -418,6 +418,24 @@ impl ModelParams {
         }
         let param = |k: &str| cfg.parameter(k);
 
+        // ---- the dynamic batcher's preferred sizes (used for profiles and CUDA graphs) ----
+        if let Some(list) = cfg
+            .raw
+            .pointer("/dynamic_batching/preferred_batch_size")
+            .and_then(Value::as_array)
+        {
+            for v in list {
+                let b = super::config::lenient_i64(v, "dynamic_batching.preferred_batch_size")?;
+                if b < 1 || (mbs > 0 && b as usize > mbs) {
+                    return Err(bad(
+                        "dynamic_batching.preferred_batch_size",
+                        &b.to_string(),
+                        &format!("expected batch sizes in 1..={}", mbs.max(1)),
+                    ));
+                }
+            }
+        }
+
         // ---- engine ----
         let engine = match param("engine").or(backend.get("engine")).unwrap_or("auto") {
             "auto" => EngineChoice::Auto,
@@ -795,7 +813,13 @@ impl ModelParams {
             libs.push(path);
         }
         if let Some(v) = backend.get("onnxruntime-library") {
+            check_library("backend config 'onnxruntime-library'", Path::new(v))?;
             libs.push(PathBuf::from(v));
+        }
+        for key in ["tensorrt-library", "tensorrt-parser-library"] {
+            if let Some(v) = backend.get(key) {
+                check_library(&format!("backend config '{key}'"), Path::new(v))?;
+            }
         }
         if let Ok(v) = std::env::var("ORT_DYLIB_PATH") {
             if !v.is_empty() {
@@ -1105,6 +1129,29 @@ mod tests {
         );
         let r = resolve(params(&[("cache_dir", "engines")])).unwrap();
         assert_eq!(r.effective["cache_dir"], "/models/m/engines");
+    }
+
+    #[test]
+    fn preferred_batch_sizes_and_backend_libraries_are_checked() {
+        let mut j = params(&[]);
+        j["dynamic_batching"] = serde_json::json!({ "preferred_batch_size": [4, 0] });
+        let e = resolve(j.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("preferred_batch_size") && e.contains("'0'") && e.contains("1..=8"),
+            "{e}"
+        );
+        j["dynamic_batching"] = serde_json::json!({ "preferred_batch_size": [16] });
+        assert!(resolve(j).unwrap_err().to_string().contains("'16'"));
+        let mut b = BackendState::default();
+        b.cmdline.insert(
+            "tensorrt-library".into(),
+            "/nonexistent/libnvinfer.so.10".into(),
+        );
+        let e = ModelParams::resolve(&cfg(params(&[])), &b, Path::new("/m")).unwrap_err();
+        assert!(
+            e.to_string().contains("backend config 'tensorrt-library'"),
+            "{e}"
+        );
     }
 
     #[test]
