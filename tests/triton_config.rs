@@ -118,6 +118,13 @@ fn an_onnxruntime_backend_config_loads_with_every_setting_mapped() {
         "enable_mem_pattern=false".to_string(),
         "cuda.cudnn_conv_algo_search=HEURISTIC".to_string(),
         "cuda.cudnn_conv_use_max_workspace=0".to_string(),
+        // The same settings for ONNX Runtime's own TensorRT provider, under its names.
+        "onnxruntime_tensorrt.trt_max_workspace_size=1073741824".to_string(),
+        "onnxruntime_tensorrt.trt_builder_optimization_level=4".to_string(),
+        "onnxruntime_tensorrt.trt_profile_opt_shapes=input:8x3x32x32".to_string(),
+        format!("onnxruntime_tensorrt.trt_timing_cache_path={}", timing.display()),
+        "onnxruntime_tensorrt.trt_timing_cache_enable=1".to_string(),
+        "onnxruntime_tensorrt.trt_layer_norm_fp32_fallback=1".to_string(),
     ] {
         assert!(line.contains(&want), "missing '{want}' in: {line}");
     }

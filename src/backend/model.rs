@@ -156,6 +156,13 @@ impl ModelState {
                     "engine 'tensorrt' needs a KIND_GPU instance (this instance is KIND_CPU)",
                 ));
             }
+            if let Some(sizes) = self.params.effective.get("cuda_graph_batch_sizes") {
+                log!(
+                    Warn,
+                    "model '{}': CUDA graphs ({sizes}) are captured by the ONNX Runtime CUDA engine only; the native TensorRT engine serving this instance runs without them",
+                    self.name
+                );
+            }
             let timing = match &self.params.timing_cache_dir {
                 Some(d) => Some(d.clone()),
                 None => self.cache_root()?.map(|r| r.join("timing")),

@@ -396,6 +396,11 @@ impl ModelParams {
         // ---- unknown keys first: a typo must not be a silent default ----
         for (key, value) in &cfg.parameters {
             let k = key.as_str();
+            if value.contains('\0') {
+                return Err(Error::invalid_arg(format!(
+                    "parameter '{k}' has a NUL character in its value"
+                )));
+            }
             if value.trim().is_empty() {
                 return Err(Error::invalid_arg(format!(
                     "parameter '{k}' has an empty value; give a value or remove the parameter"
@@ -464,6 +469,11 @@ impl ModelParams {
                     trt_accel = true;
                     for (k, v) in &a.parameters {
                         let what = trt(k);
+                        if v.contains('\0') {
+                            return Err(Error::invalid_arg(format!(
+                                "{what} has a NUL character in its value"
+                            )));
+                        }
                         match k.as_str() {
                             "precision_mode" => precision_src.push((what, v.clone())),
                             "max_workspace_size_bytes" => {
@@ -537,6 +547,11 @@ impl ModelParams {
                 "cuda" => {
                     for (k, v) in &a.parameters {
                         let what = cuda(k);
+                        if v.contains('\0') {
+                            return Err(Error::invalid_arg(format!(
+                                "{what} has a NUL character in its value"
+                            )));
+                        }
                         if let Some((_, why)) = CUDA_ACCEL_IGNORED.iter().find(|(n, _)| n == k) {
                             warnings.push(format!("{what} = '{v}' is ignored: {why}"));
                             continue;
@@ -741,6 +756,37 @@ impl ModelParams {
                 warnings.push(format!("optimization.cuda.{k} is ignored: {why}"));
             }
         }
+        // The same settings for ONNX Runtime's own TensorRT provider (onnxruntime_backend's
+        // path), under the names it uses.
+        for (ours, theirs) in [
+            ("max_workspace_size_bytes", "trt_max_workspace_size"),
+            (
+                "builder_optimization_level",
+                "trt_builder_optimization_level",
+            ),
+            ("trt_profile_min_shapes", "trt_profile_min_shapes"),
+            ("trt_profile_opt_shapes", "trt_profile_opt_shapes"),
+            ("trt_profile_max_shapes", "trt_profile_max_shapes"),
+            ("timing_cache_path", "trt_timing_cache_path"),
+        ] {
+            if let Some(v) = s.values.get(ours) {
+                session.trt_options.push((theirs.into(), v.clone()));
+            }
+        }
+        if let Some(v) = s.values.get("timing_cache") {
+            let on = if v == "true" { "1" } else { "0" };
+            session
+                .trt_options
+                .push(("trt_timing_cache_enable".into(), on.into()));
+        }
+        if let Some(b) = layer_norm_fp32 {
+            let on = if b { "1" } else { "0" };
+            session
+                .trt_options
+                .push(("trt_layer_norm_fp32_fallback".into(), on.into()));
+        }
+        // Not trt_cuda_graph_enable: ONNX Runtime replays such a graph on the addresses it was
+        // captured with, which only an IoBinding keeps; rusttrt's graphs are its own captures.
         // The TensorRT timing cache location is a run-time path, not a build option.
         let timing_cache_dir = s.values.remove("timing_cache_path").map(PathBuf::from);
         if let Some(src) = s.sources.remove("timing_cache_path") {
@@ -940,6 +986,9 @@ impl ModelParams {
         );
         for (k, v) in &o.cuda_options {
             parts.push(format!("cuda.{k}={v}"));
+        }
+        for (k, v) in &o.trt_options {
+            parts.push(format!("onnxruntime_tensorrt.{k}={v}"));
         }
         parts.push(format!(
             "optimization.input_pinned_memory={}, optimization.output_pinned_memory={}",

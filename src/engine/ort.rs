@@ -134,6 +134,9 @@ pub struct SessionSettings {
     pub graph_level: Option<i32>,
     /// Options of the CUDA execution provider, as ONNX Runtime names them.
     pub cuda_options: Vec<(String, String)>,
+    /// Options of ONNX Runtime's TensorRT execution provider, as it names them (applied after
+    /// the precision and cache options, so they win).
+    pub trt_options: Vec<(String, String)>,
 }
 
 /// Builds and loads ONNX Runtime engines.
@@ -434,6 +437,12 @@ impl OrtEngine {
                         .with_engine_cache_path(&d)
                         .with_timing_cache(true)
                         .with_timing_cache_path(&d);
+                }
+                {
+                    use ort::ep::ArbitrarilyConfigurableExecutionProvider as _;
+                    for (k, v) in &self.settings.trt_options {
+                        trt = trt.with_arbitrary_config(k, v);
+                    }
                 }
                 vec![
                     trt.build().error_on_failure(),
