@@ -122,7 +122,10 @@ fn an_onnxruntime_backend_config_loads_with_every_setting_mapped() {
         "onnxruntime_tensorrt.trt_max_workspace_size=1073741824".to_string(),
         "onnxruntime_tensorrt.trt_builder_optimization_level=4".to_string(),
         "onnxruntime_tensorrt.trt_profile_opt_shapes=input:8x3x32x32".to_string(),
-        format!("onnxruntime_tensorrt.trt_timing_cache_path={}", timing.display()),
+        format!(
+            "onnxruntime_tensorrt.trt_timing_cache_path={}",
+            timing.display()
+        ),
         "onnxruntime_tensorrt.trt_timing_cache_enable=1".to_string(),
         "onnxruntime_tensorrt.trt_layer_norm_fp32_fallback=1".to_string(),
     ] {

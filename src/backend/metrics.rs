@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `rusttrt_engine_cache_hits_total` | counter | engine loads served from the engine cache |
 //! | `rusttrt_engine_cache_misses_total` | counter | engine loads that had to build (a missing, corrupt or refused entry) |
-//! | `rusttrt_engine_build_duration_seconds` | gauge | seconds the model's last engine build took (conversion, build, guard) |
+//! | `rusttrt_engine_build_duration_seconds` | gauge | seconds the engine build of this load took (conversion, build, guard); 0 from the cache |
 //! | `rusttrt_fp16_guard_passed` | gauge | 1 when the FP16 engine passed the accuracy guard, 0 when it failed (FP32 served) |
 //! | `rusttrt_fp16_guard_min_cosine` | gauge | the guard's minimum per-row cosine similarity, FP16 against FP32 |
 //! | `rusttrt_engine_info` | gauge | 1 for each engine serving the model; labels `device`, `engine`, `precision` say which |
@@ -56,7 +56,7 @@ impl BackendMetrics {
                 build: MetricFamily::new(
                     Gauge,
                     BUILD_SECONDS,
-                    "Seconds the last engine build of the model took (FP16 conversion, build, accuracy guard)",
+                    "Seconds the engine build of this load took (FP16 conversion, build, accuracy guard); 0 when the engine came from the cache",
                 )?,
                 guard_passed: MetricFamily::new(
                     Gauge,
