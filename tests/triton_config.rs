@@ -47,6 +47,7 @@ parameters {{ key: "inter_op_thread_count" value: {{ string_value: "1" }} }}
 parameters {{ key: "execution_mode" value: {{ string_value: "0" }} }}
 parameters {{ key: "enable_mem_arena" value: {{ string_value: "1" }} }}
 parameters {{ key: "enable_mem_pattern" value: {{ string_value: "0" }} }}
+parameters {{ key: "memory.enable_memory_arena_shrinkage" value: {{ string_value: "cpu:0" }} }}
 {extra_params}
 "#
     )
@@ -144,6 +145,7 @@ fn an_onnxruntime_backend_config_loads_with_every_setting_mapped() {
     for k in [
         "trt_max_partition_iterations",
         "use_ep_level_unified_stream",
+        "memory.enable_memory_arena_shrinkage",
     ] {
         let w: Vec<_> = server
             .log_lines()
