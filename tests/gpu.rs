@@ -82,9 +82,11 @@ fn every_combination_of_input_and_output_memory() {
     let cases = cases(&root().join("tests/data/tiny_clip_cases.json"));
     let c = &cases.cases[1];
     let mems = [MemoryType::Cpu, MemoryType::CpuPinned, MemoryType::Gpu];
-    for kind in ["KIND_GPU", "KIND_CPU"] {
+    let unpinned =
+        "optimization { input_pinned_memory { enable: false } output_pinned_memory { enable: false } }\n";
+    for (kind, extra) in [("KIND_GPU", ""), ("KIND_GPU", unpinned), ("KIND_CPU", "")] {
         let repo = Repo::new();
-        let cfg = gpu_config("FP32", "").replace("KIND_GPU", kind);
+        let cfg = gpu_config("FP32", extra).replace("KIND_GPU", kind);
         repo.add("tiny_clip", &tiny_clip_dir(), Some(&cfg));
         let s = gpu_server(&repo);
         s.load_model("tiny_clip").unwrap();
@@ -99,7 +101,8 @@ fn every_combination_of_input_and_output_memory() {
                             .collect(),
                     );
                     req.output_memory = outm;
-                    let what = format!("{kind} input {inm:?} (chunks of {chunk}) output {outm:?}");
+                    let what =
+                        format!("{kind} {extra} input {inm:?} (chunks of {chunk}) output {outm:?}");
                     let resp = s.infer("tiny_clip", req).unwrap();
                     check_fp32(&what, &resp, c);
                     assert_eq!(resp.outputs[0].memory, outm, "{what}");

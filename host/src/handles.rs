@@ -30,6 +30,9 @@ pub(crate) enum Kind {
     ResponseFactory,
     MemoryManager,
     BufferAttributes,
+    MetricFamily,
+    Metric,
+    Parameter,
 }
 
 impl Kind {
@@ -48,6 +51,9 @@ impl Kind {
             Kind::ResponseFactory => "TRITONBACKEND_ResponseFactory",
             Kind::MemoryManager => "TRITONBACKEND_MemoryManager",
             Kind::BufferAttributes => "TRITONSERVER_BufferAttributes",
+            Kind::MetricFamily => "TRITONSERVER_MetricFamily",
+            Kind::Metric => "TRITONSERVER_Metric",
+            Kind::Parameter => "TRITONSERVER_Parameter",
         }
     }
 }

@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub pool: MemoryPool,
     /// Buffers handed out by TRITONBACKEND_MemoryManagerAllocate: ptr → (type, id, buffer).
     pub mm_allocs: Mutex<std::collections::HashMap<usize, (u32, i64, crate::memory::Buffer)>>,
+    /// Custom metric families the backend registered (TRITONSERVER_MetricFamilyNew).
+    pub metrics: crate::abi::MetricsRegistry,
 }
 
 static SERVERS: LazyLock<Mutex<Vec<Weak<Shared>>>> = LazyLock::new(|| Mutex::new(Vec::new()));
@@ -51,6 +53,7 @@ impl Shared {
             log_to_stderr,
             pool,
             mm_allocs: Mutex::new(Default::default()),
+            metrics: Default::default(),
         });
         let mut all = lock(&SERVERS);
         all.retain(|w| w.strong_count() > 0);

@@ -567,7 +567,18 @@ impl Server {
                 continue;
             }
             for inst in rt.instances.iter().filter(|i| !i.obj.passive) {
-                for _ in 0..w.count.max(1) {
+                for iteration in 0..w.count.max(1) {
+                    // Triton core logs the same line (verbose) before each warmup sample.
+                    self.host_log(
+                        "VERBOSE",
+                        format!(
+                            "model '{}' instance {} is running warmup sample '{}' for iteration {}",
+                            cfg.name,
+                            inst.obj.name.to_string_lossy(),
+                            w.name,
+                            iteration + 1
+                        ),
+                    );
                     let mut batch = Vec::new();
                     let mut rxs = Vec::new();
                     for n in 0..w.batch_size {
@@ -873,6 +884,61 @@ impl Server {
     /// Buffers from `TRITONBACKEND_MemoryManagerAllocate` not freed yet.
     pub fn outstanding_allocations(&self) -> usize {
         lock(&self.shared.mm_allocs).len()
+    }
+
+    /// The text Triton's `/metrics` endpoint would serve (Prometheus text format): Triton's own
+    /// per-model counters `nv_inference_request_success`, `nv_inference_request_failure`,
+    /// `nv_inference_count` and `nv_inference_exec_count` (labels `model`, `version`), then every
+    /// custom metric family the backend registered through `TRITONSERVER_MetricFamilyNew`.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        let mut rows: Vec<(String, u64, Value)> = Vec::new();
+        for (name, rts) in lock(&self.models).iter() {
+            for r in rts {
+                rows.push((
+                    name.clone(),
+                    r.model.version,
+                    r.model.stats.to_json(name, r.model.version),
+                ));
+            }
+        }
+        for (metric, help, path) in [
+            (
+                "nv_inference_request_success",
+                "Number of successful inference requests, all batch sizes",
+                "/inference_stats/success/count",
+            ),
+            (
+                "nv_inference_request_failure",
+                "Number of failed inference requests, all batch sizes",
+                "/inference_stats/fail/count",
+            ),
+            (
+                "nv_inference_count",
+                "Number of inferences performed (does not include cached requests)",
+                "/inference_count",
+            ),
+            (
+                "nv_inference_exec_count",
+                "Number of model executions performed (does not include cached requests)",
+                "/execution_count",
+            ),
+        ] {
+            if rows.is_empty() {
+                break;
+            }
+            out.push_str(&format!(
+                "# HELP {metric} {help}\n# TYPE {metric} counter\n"
+            ));
+            for (name, version, stats) in &rows {
+                let v = stats.pointer(path).and_then(Value::as_u64).unwrap_or(0);
+                out.push_str(&format!(
+                    "{metric}{{model=\"{name}\",version=\"{version}\"}} {v}\n"
+                ));
+            }
+        }
+        out.push_str(&crate::abi::render_metrics(&self.shared));
+        out
     }
 
     /// Captured `TRITONSERVER_LogMessage` lines.

@@ -59,7 +59,8 @@ pub unsafe extern "C" fn TRITONBACKEND_Initialize(
             )));
         }
         let config = b.config()?;
-        let state = BackendState::from_config(&config, b.artifacts_dir()?)?;
+        let mut state = BackendState::from_config(&config, b.artifacts_dir()?)?;
+        state.metrics = super::metrics::BackendMetrics::create();
         b.set_state(Box::new(Arc::new(state)))
     })
 }

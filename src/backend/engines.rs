@@ -7,6 +7,7 @@
 //! no copy of the model).
 
 use super::model::ModelState;
+use super::progress::{BuildProgress, Stage};
 use crate::cache::{CacheConfig, CacheKey, CacheOutcome, EngineCache};
 use crate::engine::{BuildSpec, Device, Engine, EngineFactory, Precision, TensorRef};
 use crate::error::{Error, Result};
@@ -141,6 +142,9 @@ const NOT_BUILD_OPTIONS: &[&str] = &[
     // the guard's verdict do not depend on them.
     "onnxruntime_share_weights",
     "cuda_graph_batch_sizes",
+    // Where the timing cache lives (never a path in the key) and how long a build may take.
+    "timing_cache_path",
+    "build_timeout_s",
 ];
 
 /// Version of the FP16 accuracy guard's verdict (inputs it draws, metrics, bars). Bump it when a
@@ -250,6 +254,7 @@ pub fn load_engine(
     let build = || super::worker::build(state, factory, spec, kind);
     let outcome = cache.get_or_build(&key, &state.name, build)?;
     report(&outcome);
+    state.metrics.cache_outcome(&outcome);
     match load_from_outcome(factory, spec, &outcome) {
         Ok(e) => Ok(e),
         Err(e) if outcome.is_hit() => {
@@ -266,6 +271,7 @@ pub fn load_engine(
                 || super::worker::build(state, factory, spec, kind),
             )?;
             report(&outcome);
+            state.metrics.cache_outcome(&outcome);
             load_from_outcome(factory, spec, &outcome)
         }
         Err(e) => Err(e),
@@ -323,14 +329,17 @@ pub(crate) fn build_artifact(
 ) -> Result<Vec<u8>> {
     let t0 = Instant::now();
     log!(Info, "model '{}': building a {} {} engine (this happens once per model, engine, device and settings)", state.name, spec.precision.as_str(), factory.kind());
+    let progress = BuildProgress::start(&state.name, state.params.progress_interval);
     let mut model = crate::onnx::load_with_external_data(&spec.model_path)?;
     let mut report = None;
     if spec.precision == Precision::Fp16 {
+        progress.stage(Stage::Convert);
         let (converted, r) = convert_to_fp16(&model, &fp16_options(state))?;
         report = Some(format!("{r:?}"));
         model = converted;
     }
     let onnx = model.to_bytes()?;
+    progress.stage(Stage::Build);
     let artifact = factory.build(spec, &onnx)?;
     if spec.precision != Precision::Fp16
         || !super::params::bool_param(&state.config, "fp16_accuracy_guard", true)?
@@ -340,9 +349,11 @@ pub(crate) fn build_artifact(
             guard: None,
             fp16_report: report,
         };
+        progress.stage(Stage::Write);
         return wrap(&meta, &artifact);
     }
     // The guard's FP32 reference build is kept: it is the fallback when the guard fails.
+    progress.stage(Stage::Guard);
     let (guard, fp32_built) = accuracy_guard(state, factory, spec, &artifact)?;
     let caveat = if spec.device == Device::Cpu && factory.kind() == "onnxruntime" {
         " [CPU: ONNX Runtime computes FP16 nodes in FP32 here, so this checks the FP16 weights, not FP16 arithmetic]"
@@ -364,6 +375,7 @@ pub(crate) fn build_artifact(
             guard: Some(guard),
             fp16_report: report,
         };
+        progress.stage(Stage::Write);
         return wrap(&meta, &artifact);
     }
     log!(
@@ -375,6 +387,7 @@ pub(crate) fn build_artifact(
         guard.rel_l2,
         max_relative_l2(state)
     );
+    progress.stage(Stage::Write);
     let payload = fp32_built.unwrap_or_default();
     let meta = EnvelopeMeta {
         served_precision: "FP32".into(),

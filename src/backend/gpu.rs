@@ -22,6 +22,16 @@ pub struct GpuIo {
     inputs: Vec<DeviceBuffer>,
     /// One pinned staging buffer per config input (for pageable host chunks).
     staging: Vec<PinnedBuffer>,
+    /// Pinned staging for outputs headed to GPU response buffers.
+    pub out_staging: PinnedBuffer,
+    /// Bytes of `out_staging` used by copies queued since the last synchronize.
+    out_cursor: std::sync::atomic::AtomicUsize,
+    /// Triton's `optimization.input_pinned_memory`: pageable input chunks go through pinned
+    /// staging (true, Triton's default) or are copied straight from pageable memory (false).
+    pub pinned_inputs: bool,
+    /// Triton's `optimization.output_pinned_memory`: host outputs headed to GPU response
+    /// buffers go through pinned staging (true, Triton's default) or straight (false).
+    pub pinned_outputs: bool,
     /// Pinned staging for engine outputs in device memory headed to host response buffers: one
     /// per output name, filled by one device-to-host copy of the whole batch.
     out_host: Vec<StagedOutput>,
@@ -46,12 +56,17 @@ impl GpuIo {
             inputs.push(DeviceBuffer::new(&device, 256)?);
             staging.push(PinnedBuffer::new(&device, 256)?);
         }
+        let out_staging = PinnedBuffer::new(&device, 256)?;
         Ok(GpuIo {
             device,
             stream,
             inputs,
             staging,
             out_host: Vec::new(),
+            out_staging,
+            out_cursor: std::sync::atomic::AtomicUsize::new(0),
+            pinned_inputs: true,
+            pinned_outputs: true,
         })
     }
 
@@ -71,11 +86,15 @@ impl GpuIo {
         }
         self.inputs[k].ensure(total)?;
         let dst = self.inputs[k].ptr();
-        let pageable: usize = chunks
-            .iter()
-            .filter(|c| c.memory_type == TRITONSERVER_MEMORY_CPU)
-            .map(|c| c.len)
-            .sum();
+        let pageable: usize = if self.pinned_inputs {
+            chunks
+                .iter()
+                .filter(|c| c.memory_type == TRITONSERVER_MEMORY_CPU)
+                .map(|c| c.len)
+                .sum()
+        } else {
+            0
+        };
         if pageable > 0 {
             self.staging[k].ensure(pageable)?;
         }
@@ -93,6 +112,12 @@ impl GpuIo {
         let (mut off, mut soff) = (0usize, 0usize);
         for c in chunks {
             match c.memory_type {
+                TRITONSERVER_MEMORY_CPU if !self.pinned_inputs => {
+                    // SAFETY: Triton guarantees `len` readable host bytes at `ptr` until release,
+                    // after the stream is synchronized; a copy from pageable memory has read its
+                    // source when the call returns. `dst+off` has room for `len` bytes.
+                    unsafe { self.stream.copy_htod_raw(dst + off as u64, c.ptr, c.len)? };
+                }
                 TRITONSERVER_MEMORY_CPU => {
                     let s = staging
                         .as_mut()
@@ -147,6 +172,29 @@ impl GpuIo {
         if dst_device != self.device.ordinal() as i64 {
             return copy_host_to_gpu(dst, dst_device, src);
         }
+        if self.pinned_outputs && !src.is_empty() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut at = self.out_cursor.load(Relaxed);
+            if at + src.len() > self.out_staging.len() {
+                // Nothing queued may still read the staging that is about to be reused.
+                self.stream.synchronize()?;
+                at = 0;
+                let want = src.len().max(2 * self.out_staging.len());
+                self.out_staging.ensure(want)?;
+            }
+            let base = self.out_staging.host_ptr();
+            // SAFETY: `[at, at+len)` lies inside the pinned staging (checked above) and no copy
+            // queued since the last synchronize uses it (the cursor only moves forward between
+            // synchronizations); `dst` is a GPU response buffer of at least `len` bytes on this
+            // device, alive until the response is sent, after the stream sync.
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(at), src.len());
+                self.stream
+                    .copy_htod_raw(dst as u64, base.add(at), src.len())?;
+            }
+            self.out_cursor.store(at + src.len(), Relaxed);
+            return Ok(());
+        }
         // SAFETY: `dst` is a GPU response buffer of at least `src.len()` bytes on this device,
         // alive until the response is sent (after the stream sync); `src` stays alive and
         // unchanged until then (the engine's output of this run).
@@ -157,7 +205,10 @@ impl GpuIo {
     }
 
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize()
+        self.stream.synchronize()?;
+        self.out_cursor
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Forgets the host copies of the previous batch's device outputs.

@@ -9,8 +9,10 @@ pub mod config;
 pub mod engines;
 pub mod execute;
 pub mod gpu;
+pub mod metrics;
 pub mod model;
 pub mod params;
+pub mod progress;
 pub mod worker;
 
 use crate::error::Result;
@@ -24,6 +26,8 @@ pub struct BackendState {
     pub cmdline: BTreeMap<String, String>,
     /// Directory of libtriton_rusttrt.so (a private libonnxruntime.so may sit beside it).
     pub backend_dir: PathBuf,
+    /// The custom metric families (`None` where Triton offers no metrics API, and in tests).
+    pub metrics: Option<std::sync::Arc<metrics::BackendMetrics>>,
 }
 
 impl BackendState {
@@ -41,6 +45,7 @@ impl BackendState {
         Ok(BackendState {
             cmdline,
             backend_dir,
+            metrics: None,
         })
     }
 

@@ -27,10 +27,14 @@ pub struct ModelState {
     pub version: u64,
     pub config: ModelConfig,
     pub params: ModelParams,
+    /// The model's directory in the repository.
+    pub model_dir: PathBuf,
     pub model_path: PathBuf,
     /// The I/O signature read from the ONNX file.
     pub signature: Signature,
     pub backend: Arc<BackendState>,
+    /// This model's custom metrics (cache hits/misses, build seconds, guard, serving engine).
+    pub metrics: super::metrics::ModelMetrics,
     /// One engine per device, built at the first instance on that device; the mutex also makes
     /// instances that load in parallel wait for that one build.
     engines: Mutex<HashMap<Device, Arc<dyn Engine>>>,
@@ -90,31 +94,47 @@ impl ModelState {
                 );
             }
         }
-        Self::from_parts(name, version, raw, backend, model_path, signature)
+        Self::from_parts(name, version, raw, backend, repo, model_path, signature)
     }
 
     /// The model state from its final config JSON (what Triton holds after auto-complete), the
-    /// model file and its signature: config parsed and validated, parameters resolved. The build
-    /// worker rebuilds a model's state this way in its own process.
+    /// model's directory and file and its signature: config parsed and validated, parameters
+    /// resolved. The build worker rebuilds a model's state this way in its own process.
     pub fn from_parts(
         name: String,
         version: u64,
         raw: serde_json::Value,
         backend: Arc<BackendState>,
+        repo: PathBuf,
         model_path: PathBuf,
         signature: Signature,
     ) -> Result<ModelState> {
         let ctx = |e: Error| e.context(format!("model '{name}' version {version}"));
-        let config = ModelConfig::parse(raw).map_err(ctx)?;
+        let mut config = ModelConfig::parse(raw).map_err(ctx)?;
         config.validate(&signature)?;
-        let params = ModelParams::resolve(&config, &backend)?;
+        let params = ModelParams::resolve(&config, &backend, &repo)?;
+        let model_dir = repo;
+        for w in &params.warnings {
+            log!(Warn, "model '{name}': {w}");
+        }
+        log!(
+            Info,
+            "model '{name}': effective settings: {}",
+            params.describe()
+        );
+        // From here on the model's parameters are the resolved ones: every engine and cache
+        // option under its rusttrt name, validated, paths absolute (params.rs).
+        config.parameters = params.effective.clone();
+        let metrics = super::metrics::ModelMetrics::new(backend.metrics.as_ref(), &name, version);
         Ok(ModelState {
             name,
             version,
             config,
             params,
+            model_dir,
             model_path,
             signature,
+            metrics,
             backend,
             engines: Mutex::new(HashMap::new()),
         })
@@ -136,6 +156,14 @@ impl ModelState {
             "model '{}': serving with {}",
             self.name,
             engine.describe()
+        );
+        self.metrics.serving(
+            &match device {
+                Device::Cpu => "CPU".to_string(),
+                Device::Gpu(d) => format!("GPU {d}"),
+            },
+            &engine.describe(),
+            self.params.precision_for(device).as_str(),
         );
         engines.insert(device, engine.clone());
         Ok(engine)
@@ -160,6 +188,13 @@ impl ModelState {
                 "engine 'tensorrt' needs a KIND_GPU instance (this instance is KIND_CPU)",
             ));
         }
+        if let Some(sizes) = self.params.effective.get("cuda_graph_batch_sizes") {
+            log!(
+                Warn,
+                "model '{}': CUDA graphs ({sizes}) are captured by the ONNX Runtime CUDA engine only; the native TensorRT engine serving this instance runs without them",
+                self.name
+            );
+        }
         use crate::engine::tensorrt::{self as trt, LogSeverity, TensorRtConfig, TensorRtFactory};
         // TensorRT's log goes to Triton's.
         trt::set_log_sink(Arc::new(|sev, msg| {
@@ -178,7 +213,10 @@ impl ModelState {
                 .backend
                 .get("tensorrt-parser-library")
                 .map(PathBuf::from),
-            timing_cache_dir: self.cache_root()?.map(|r| r.join("timing")),
+            timing_cache_dir: match &self.params.timing_cache_dir {
+                Some(d) => Some(d.clone()),
+                None => self.cache_root()?.map(|r| r.join("timing")),
+            },
             max_log_severity: LogSeverity::Warning,
         };
         let gpu = Arc::new(trt::cuda_glue::CudaRuntime);
@@ -199,11 +237,10 @@ impl ModelState {
                 cache_dir: self.ort_tensorrt_cache_dir(device)?,
             },
         };
-        Ok(Box::new(OrtFactory::new(
-            rt,
-            ep,
-            self.params.intra_op_threads,
-        )))
+        Ok(Box::new(
+            OrtFactory::new(rt, ep, self.params.intra_op_threads)
+                .with_session_settings(self.params.ort_session.clone()),
+        ))
     }
 
     /// `<first usable cache location>/rusttrt-cache-v<N>`, where timing caches and ONNX Runtime's
@@ -380,6 +417,12 @@ impl InstanceState {
         let gpu = match device {
             Device::Gpu(id) => Some(
                 super::gpu::GpuIo::new(id as usize, model.config.inputs.len())
+                    .map(|mut g| {
+                        // Triton's optimization.input_pinned_memory / output_pinned_memory.
+                        g.pinned_inputs = model.params.input_pinned_memory;
+                        g.pinned_outputs = model.params.output_pinned_memory;
+                        g
+                    })
                     .map_err(|e| e.context(format!("instance '{name}' (KIND_GPU, device {id})")))?,
             ),
             Device::Cpu => None,

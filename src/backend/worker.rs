@@ -39,6 +39,8 @@ const MAX_ENVELOPE: u64 = 64 << 30;
 pub struct Job {
     pub model_name: String,
     pub model_version: u64,
+    /// The model's directory (relative paths of its parameters are resolved against it).
+    pub model_dir: PathBuf,
     pub model_path: PathBuf,
     /// The model's config JSON as the backend holds it (after auto-complete).
     pub config: serde_json::Value,
@@ -111,6 +113,7 @@ pub fn build(
     let job = Job {
         model_name: state.name.clone(),
         model_version: state.version,
+        model_dir: state.model_dir.clone(),
         model_path: state.model_path.clone(),
         config: state.config.raw.clone(),
         backend_cmdline: state.backend.cmdline.clone(),
@@ -307,9 +310,11 @@ fn forward(pid: u32, line: &str, last_error: &Mutex<String>) {
 /// The worker's side: rebuilds the model's state from the job and runs the build pipeline;
 /// returns the cache envelope.
 pub fn run_job(job: &Job) -> Result<Vec<u8>> {
+    // No metrics in the worker: the server reports them when the envelope comes back.
     let backend = Arc::new(BackendState {
         cmdline: job.backend_cmdline.clone(),
         backend_dir: job.backend_dir.clone(),
+        metrics: None,
     });
     let signature = crate::onnx::OnnxModel::load(&job.model_path)
         .and_then(|m| m.signature())
@@ -319,6 +324,7 @@ pub fn run_job(job: &Job) -> Result<Vec<u8>> {
         job.model_version,
         job.config.clone(),
         backend,
+        job.model_dir.clone(),
         job.model_path.clone(),
         signature,
     )?;

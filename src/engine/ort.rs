@@ -140,11 +140,33 @@ impl ExecutionProvider {
     }
 }
 
+/// Session settings a model's config can choose (names of Triton's ONNX Runtime backend:
+/// `intra_op_thread_count`, `inter_op_thread_count`, `execution_mode`, `enable_mem_arena`,
+/// `enable_mem_pattern`, `optimization.graph.level`, the `cuda` accelerator's options).
+/// `None` = ONNX Runtime's default. Validated by the backend's parameter layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionSettings {
+    pub intra_threads: Option<usize>,
+    pub inter_threads: Option<usize>,
+    pub parallel_execution: Option<bool>,
+    /// CPU memory arena.
+    pub mem_arena: Option<bool>,
+    pub mem_pattern: Option<bool>,
+    /// Triton's `optimization.graph.level`: -1 basic, 0 all, 1 extended, 2 disabled.
+    pub graph_level: Option<i32>,
+    /// Options of the CUDA execution provider, as ONNX Runtime names them.
+    pub cuda_options: Vec<(String, String)>,
+    /// Options of ONNX Runtime's TensorRT execution provider, as it names them (applied after
+    /// the precision and cache options, so they win).
+    pub trt_options: Vec<(String, String)>,
+}
+
 /// Builds and loads ONNX Runtime engines.
 pub struct OrtFactory {
     rt: &'static OrtRuntime,
     ep: ExecutionProvider,
     intra_threads: Option<usize>,
+    settings: SessionSettings,
 }
 
 impl OrtFactory {
@@ -157,7 +179,18 @@ impl OrtFactory {
             rt,
             ep,
             intra_threads,
+            settings: SessionSettings::default(),
         }
+    }
+
+    /// The same factory with `settings` for every session (their `intra_threads`, when set,
+    /// replaces the one given to [`OrtFactory::new`]).
+    pub fn with_session_settings(mut self, settings: SessionSettings) -> Self {
+        if settings.intra_threads.is_some() {
+            self.intra_threads = settings.intra_threads;
+        }
+        self.settings = settings;
+        self
     }
 }
 
@@ -206,6 +239,7 @@ impl EngineFactory for OrtFactory {
             ep: self.ep.clone(),
             device: spec.device,
             intra_threads: self.intra_threads,
+            settings: self.settings.clone(),
             source,
             model_name: spec.model_name.clone(),
             signature: Signature::default(),
@@ -275,6 +309,7 @@ pub struct OrtEngine {
     ep: ExecutionProvider,
     device: Device,
     intra_threads: Option<usize>,
+    settings: SessionSettings,
     source: ModelSource,
     model_name: String,
     signature: Signature,
@@ -329,6 +364,45 @@ fn ort_err(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
 }
 
 impl OrtEngine {
+    /// The model's session settings on a session builder.
+    fn apply_settings(
+        &self,
+        mut b: ort::session::builder::SessionBuilder,
+    ) -> Result<ort::session::builder::SessionBuilder> {
+        use ort::session::builder::GraphOptimizationLevel as L;
+        let s = &self.settings;
+        fn bad<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
+            move |e| Error::invalid_arg(format!("{what}: {e}"))
+        }
+        if let Some(n) = s.inter_threads {
+            b = b
+                .with_inter_threads(n)
+                .map_err(bad("inter_op_thread_count"))?;
+        }
+        if let Some(p) = s.parallel_execution {
+            b = b
+                .with_parallel_execution(p)
+                .map_err(bad("execution_mode"))?;
+        }
+        if let Some(m) = s.mem_pattern {
+            b = b
+                .with_memory_pattern(m)
+                .map_err(bad("enable_mem_pattern"))?;
+        }
+        if let Some(l) = s.graph_level {
+            let level = match l {
+                -1 => L::Level1,
+                1 => L::Level2,
+                2 => L::Disable,
+                _ => L::Level3,
+            };
+            b = b
+                .with_optimization_level(level)
+                .map_err(bad("optimization.graph.level"))?;
+        }
+        Ok(b)
+    }
+
     fn new_session(&self, stream: Option<&crate::cuda::Stream>) -> Result<Session> {
         self.new_session_for(stream, None)
     }
@@ -346,16 +420,27 @@ impl OrtEngine {
                 .with_intra_threads(n)
                 .map_err(|e| Error::invalid_arg(e.to_string()))?;
         }
+        b = self.apply_settings(b)?;
         let device_id = match self.device {
             Device::Cpu => 0,
             Device::Gpu(d) => d,
         };
         let eps = match &self.ep {
-            ExecutionProvider::Cpu => vec![ort::ep::CPU::default().build().error_on_failure()],
+            ExecutionProvider::Cpu => {
+                let mut cpu = ort::ep::CPU::default();
+                if let Some(arena) = self.settings.mem_arena {
+                    cpu = cpu.with_arena_allocator(arena);
+                }
+                vec![cpu.build().error_on_failure()]
+            }
             ExecutionProvider::Cuda => {
+                use ort::ep::ArbitrarilyConfigurableExecutionProvider as _;
                 let mut cuda = ort::ep::CUDA::default()
                     .with_device_id(device_id)
                     .with_cuda_graph(specialized.is_some());
+                for (k, v) in &self.settings.cuda_options {
+                    cuda = cuda.with_arbitrary_config(k, v);
+                }
                 if let Some(s) = stream {
                     // SAFETY: the stream belongs to the instance that owns this session and
                     // outlives it (the instance state drops its runner before its GPU I/O).
@@ -374,6 +459,12 @@ impl OrtEngine {
                         .with_engine_cache_path(&d)
                         .with_timing_cache(true)
                         .with_timing_cache_path(&d);
+                }
+                {
+                    use ort::ep::ArbitrarilyConfigurableExecutionProvider as _;
+                    for (k, v) in &self.settings.trt_options {
+                        trt = trt.with_arbitrary_config(k, v);
+                    }
                 }
                 vec![
                     trt.build().error_on_failure(),

@@ -38,6 +38,31 @@ extern "C" {
         msg: *const c_char,
     ) -> Err;
 
+    // ---- custom metrics (server API >= 1.30) ----
+    pub fn TRITONSERVER_ParameterNew(
+        name: *const c_char,
+        kind: TRITONSERVER_ParameterType,
+        value: *const c_void,
+    ) -> *mut TRITONSERVER_Parameter;
+    pub fn TRITONSERVER_ParameterDelete(parameter: *mut TRITONSERVER_Parameter);
+    pub fn TRITONSERVER_MetricFamilyNew(
+        family: *mut *mut TRITONSERVER_MetricFamily,
+        kind: TRITONSERVER_MetricKind,
+        name: *const c_char,
+        description: *const c_char,
+    ) -> Err;
+    pub fn TRITONSERVER_MetricFamilyDelete(family: *mut TRITONSERVER_MetricFamily) -> Err;
+    pub fn TRITONSERVER_MetricNew(
+        metric: *mut *mut TRITONSERVER_Metric,
+        family: *mut TRITONSERVER_MetricFamily,
+        labels: *const *const TRITONSERVER_Parameter,
+        label_count: u64,
+    ) -> Err;
+    pub fn TRITONSERVER_MetricDelete(metric: *mut TRITONSERVER_Metric) -> Err;
+    pub fn TRITONSERVER_MetricValue(metric: *mut TRITONSERVER_Metric, value: *mut f64) -> Err;
+    pub fn TRITONSERVER_MetricIncrement(metric: *mut TRITONSERVER_Metric, value: f64) -> Err;
+    pub fn TRITONSERVER_MetricSet(metric: *mut TRITONSERVER_Metric, value: f64) -> Err;
+
     // ---- backend ----
     pub fn TRITONBACKEND_ApiVersion(major: *mut u32, minor: *mut u32) -> Err;
     pub fn TRITONBACKEND_BackendName(

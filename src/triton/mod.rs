@@ -9,10 +9,12 @@
 //!   consumes the wrapper; a response is gone after [`Response::send`], which consumes it.
 
 mod log;
+mod metrics;
 mod model;
 mod request;
 
 pub use log::{log, log_enabled, LogLevel};
+pub use metrics::{Metric, MetricFamily, MetricKind};
 pub use model::BackendAttributes;
 pub use model::{Backend, Model, ModelInstance};
 pub use request::{Input, InputBuffer, Output, Request, Response};

@@ -9,6 +9,7 @@
 
 mod backend;
 mod core;
+mod metrics;
 mod model;
 mod request;
 mod response;
@@ -27,6 +28,7 @@ use crate::objects::{cstring, ErrorObj};
 use crate::rules::{self, Shared};
 
 pub(crate) use self::core::{message_json, message_new};
+pub(crate) use self::metrics::{render as render_metrics, MetricsRegistry};
 
 /// Error return of every export.
 pub(crate) type Err = *mut TRITONSERVER_Error;
@@ -182,6 +184,8 @@ pub fn exported_symbols() -> Vec<(&'static str, *const ())> {
     let mut v = core::symbols();
     v.extend(core::value_symbols());
     v.extend(backend::symbols());
+    v.extend(metrics::symbols());
+    v.extend(metrics::value_symbols());
     v.extend(model::symbols());
     v.extend(request::symbols());
     v.extend(response::symbols());

@@ -2,11 +2,12 @@
 //! model(s) through the host with the real backend (same code, same key), then unloading.
 //! Run it in the Triton container before the server starts, so the first load is a cache hit.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use triton_rusttrt::backend::progress;
 
 use crate::error::{Error, Result};
 use crate::server::{Server, ServerOptions};
@@ -51,6 +52,71 @@ fn models_of(repo: &std::path::Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The build stages in order, as the backend's progress lines name them.
+pub const STAGES: [&str; 5] = ["parse", "convert", "build", "guard", "write"];
+
+/// Runs `load` (a model load that may build an engine) under a progress display fed by the
+/// backend's progress lines (`backend::progress`): stage, position among the stages, elapsed
+/// time. Drawn on stderr when it is a terminal (indicatif hides it otherwise). Returns the
+/// stages the display went through, in order.
+pub fn with_progress<T>(
+    server: &Server,
+    model: &str,
+    load: impl FnOnce() -> T,
+) -> (T, Vec<String>) {
+    let bar = ProgressBar::new(STAGES.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:20}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(model.to_string());
+    bar.set_message("loading");
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let done = AtomicBool::new(false);
+    let (r, stages) = std::thread::scope(|s| {
+        let follower = s.spawn(|| {
+            let mut seen = 0;
+            let mut stages: Vec<String> = Vec::new();
+            loop {
+                // Read once more after the load ended, so no line is missed.
+                let last = done.load(Ordering::Acquire);
+                let lines = server.log_lines();
+                for l in lines.iter().skip(seen) {
+                    if let Some((m, stage, elapsed)) = progress::parse_line(&l.msg) {
+                        if m == model {
+                            bar.set_position(stage_position(&stage));
+                            bar.set_message(format!("{stage} ({elapsed:.0} s into the build)"));
+                            if stages.last() != Some(&stage) {
+                                stages.push(stage);
+                            }
+                        }
+                    }
+                }
+                seen = lines.len();
+                if last {
+                    return stages;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let r = load();
+        done.store(true, Ordering::Release);
+        (r, follower.join().unwrap_or_default())
+    });
+    bar.finish_and_clear();
+    (r, stages)
+}
+
+/// 1-based position of a stage among [`STAGES`].
+pub fn stage_position(stage: &str) -> u64 {
+    STAGES
+        .iter()
+        .position(|s| *s == stage)
+        .map(|i| i as u64 + 1)
+        .unwrap_or(0)
+}
+
 pub fn build(args: &BuildArgs) -> Result<()> {
     let lib = match &args.backend_lib {
         Some(p) => p.clone(),
@@ -81,30 +147,7 @@ pub fn build(args: &BuildArgs) -> Result<()> {
     let mut failed = 0;
     for m in &models {
         let t0 = Instant::now();
-        let done = Arc::new(AtomicBool::new(false));
-        // Progress: elapsed time while the (possibly minutes-long) build runs.
-        let ticker = {
-            let done = done.clone();
-            let m = m.clone();
-            std::thread::spawn(move || {
-                let spin = ['|', '/', '-', '\\'];
-                let mut i = 0;
-                while !done.load(Ordering::Relaxed) {
-                    eprint!(
-                        "\r{} building '{m}' ... {:.0} s ",
-                        spin[i % 4],
-                        t0.elapsed().as_secs_f64()
-                    );
-                    let _ = std::io::stderr().flush();
-                    i += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(250));
-                }
-                eprint!("\r");
-            })
-        };
-        let r = server.load_model(m);
-        done.store(true, Ordering::Relaxed);
-        let _ = ticker.join();
+        let (r, _) = with_progress(&server, m, || server.load_model(m));
         for l in server.log_lines() {
             if l.msg.contains(&format!("'{m}'"))
                 && (l.msg.contains("engine") || l.msg.contains("FP16"))

@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print what Triton's /metrics endpoint would serve (Triton's nv_inference_* counters and
+    /// the backend's custom metrics) after the run.
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 pub fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
@@ -329,6 +333,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         "stats": server.model_stats(&args.model)?,
         "violations": server.violations(),
     });
+    let metrics_text = args.metrics.then(|| server.metrics_text());
+    let mut report = report;
+    if let Some(m) = &metrics_text {
+        report["metrics"] = Value::String(m.clone());
+    }
     if args.json {
         println!(
             "{}",
@@ -378,6 +387,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
             st["inference_stats"]["success"]["count"], st["inference_stats"]["fail"]["count"],
             st["inference_count"], st["execution_count"],
             avg("queue"), avg("compute_input"), avg("compute_infer"), avg("compute_output"));
+    }
+    if let (Some(m), false) = (metrics_text, args.json) {
+        println!("{m}");
     }
     let v = server.violations();
     if !v.is_empty() {
