@@ -137,6 +137,11 @@ impl Drop for BuildProgress {
 
 /// Parses a progress line: `(model, stage, elapsed seconds)`.
 pub fn parse_line(msg: &str) -> Option<(String, String, f64)> {
+    // Lines of a build worker come forwarded as `[build worker <pid>] model '...': ...`.
+    let msg = match msg.strip_prefix("[build worker ") {
+        Some(r) => r.split_once("] ")?.1,
+        None => msg,
+    };
     let rest = msg.strip_prefix("model '")?;
     let (model, rest) = rest.split_once("': ")?;
     let rest = rest.strip_prefix(MARKER)?.trim();
@@ -158,6 +163,12 @@ mod tests {
 
     #[test]
     fn lines_parse_back() {
+        assert_eq!(
+            parse_line(
+                "[build worker 42] model 'm': engine build progress: stage=build elapsed=3.0s"
+            ),
+            Some(("m".into(), "build".into(), 3.0))
+        );
         assert_eq!(
             parse_line("model 'a b': engine build progress: stage=guard elapsed=12.5s"),
             Some(("a b".into(), "guard".into(), 12.5))
