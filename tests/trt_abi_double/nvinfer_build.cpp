@@ -387,8 +387,14 @@ public:
         return it->second[s];
     }
     bool isValid() const noexcept override {
-        std::string why;
-        return validate(why);
+        return guard<bool>("IOptimizationProfile::isValid", false, [&]() {
+            std::string why;
+            if (!validate(why)) {
+                api_error("IOptimizationProfile::isValid", "the profile is not valid: " + why);
+                return false;
+            }
+            return true;
+        });
     }
     bool validate(std::string& why) const {
         if (mData.empty()) {

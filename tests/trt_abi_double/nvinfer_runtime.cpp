@@ -194,7 +194,10 @@ public:
         });
     }
 
-    bool allInputDimensionsSpecified() const noexcept override { return missing_shapes().empty(); }
+    bool allInputDimensionsSpecified() const noexcept override {
+        return guard<bool>("IExecutionContext::allInputDimensionsSpecified", false,
+                           [&]() { return alive("IExecutionContext::allInputDimensionsSpecified") && missing_shapes().empty(); });
+    }
     bool allInputShapesSpecified() const noexcept override { return true; }
 
     Dims getTensorShape(char const* name) const noexcept override {
