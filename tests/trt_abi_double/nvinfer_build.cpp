@@ -186,7 +186,9 @@ public:
     char const* getName() const noexcept override { return mName.c_str(); }
     void setDimensions(Dims const& d) noexcept override { mDims = d; }
     Dims getDimensions() const noexcept override { return mDims; }
+#if NV_TENSORRT_MAJOR < 11
     void setType(DataType t) noexcept override { mType = t; }
+#endif
     DataType getType() const noexcept override { return mType; }
     bool isNetworkInput() const noexcept override { return mInput; }
     bool isNetworkOutput() const noexcept override { return mOutput; }
@@ -638,7 +640,9 @@ public:
         });
     }
     ILogger* getLogger() const noexcept override { return current_logger(); }
+#if NV_TENSORRT_MAJOR < 11
     bool platformHasTf32() const noexcept override { return true; }
+#endif
     bool setMaxThreads(int32_t n) noexcept override {
         mThreads = n;
         return n > 0;

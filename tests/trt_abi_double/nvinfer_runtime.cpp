@@ -198,7 +198,9 @@ public:
         return guard<bool>("IExecutionContext::allInputDimensionsSpecified", false,
                            [&]() { return alive("IExecutionContext::allInputDimensionsSpecified") && missing_shapes().empty(); });
     }
+#if NV_TENSORRT_MAJOR < 11
     bool allInputShapesSpecified() const noexcept override { return true; }
+#endif
 
     Dims getTensorShape(char const* name) const noexcept override {
         return guard<Dims>("IExecutionContext::getTensorShape", invalid_dims(), [&]() -> Dims {
@@ -509,7 +511,9 @@ public:
         return mSt->plan.profiles[profile].at(t->name)[s];
     }
     char const* getName() const noexcept override { return "rusttrt-abi-double-engine"; }
+#if NV_TENSORRT_MAJOR < 11
     bool hasImplicitBatchDimension() const noexcept override { return false; }
+#endif
     EngineCapability getEngineCapability() const noexcept override { return EngineCapability::kSTANDARD; }
     HardwareCompatibilityLevel getHardwareCompatibilityLevel() const noexcept override {
         return HardwareCompatibilityLevel::kNONE;
