@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <sstream>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -100,7 +101,10 @@ int g_pass = 0;
 int g_fail = 0;
 std::vector<std::string> g_failures;
 
+std::mutex g_check_mutex;
+
 void check(bool ok, std::string const& what, std::string const& detail = "") {
+    std::lock_guard<std::mutex> g(g_check_mutex);
     if (ok) {
         ++g_pass;
         std::printf("PASS %s%s%s\n", what.c_str(), detail.empty() ? "" : ": ", detail.c_str());
@@ -740,6 +744,48 @@ void test_contracts(std::string const& clip) {
         CALL(rt_context_new, eng.p, &fresh.p);
         r = CALL(rt_context_enqueue, fresh.p, nullptr);
         expect_err(r, RT_ERR_INVALID_ARG, "not every input shape", "enqueue before any input shape");
+    }
+
+    // One engine, a context per thread, enqueues in parallel (the engine is shared, contexts are not).
+    {
+        size_t lm = mark();
+        constexpr int kThreads = 3, kIters = 8;
+        std::vector<Tensor> ins;
+        std::vector<std::vector<Tensor>> refs(kThreads);
+        for (int t = 0; t < kThreads; ++t) {
+            ins.push_back(input(3, 100 + t));
+            refs[t] = {Tensor{"embedding", rtdbl::ort::kFloat, {}, {}}};
+            std::string err;
+            if (!reference(clip, {ins[t]}, refs[t], err)) check(false, "reference for the threaded run", err);
+        }
+        std::vector<int> bad(kThreads, 0);
+        std::vector<std::thread> th;
+        for (int t = 0; t < kThreads; ++t) {
+            th.emplace_back([&, t]() {
+                Ctx ctx;
+                char e[1024];
+                if (S.rt_context_new(eng.p, &ctx.p, e, sizeof(e)) != RT_OK) {
+                    bad[t] = kIters;
+                    return;
+                }
+                for (int i = 0; i < kIters; ++i) {
+                    std::vector<Tensor> got;
+                    bool within = false;
+                    std::string why;
+                    if (!run(ctx.p, eng.p, {ins[t]}, got, "thread " + std::to_string(t)) ||
+                        compare(got, refs[t], 0, 0, within, why) != 0 || !within) {
+                        ++bad[t];
+                    }
+                }
+            });
+        }
+        for (auto& x : th) x.join();
+        int total = 0;
+        for (int b : bad) total += b;
+        check(total == 0, std::to_string(kThreads) + " threads x " + std::to_string(kIters) +
+                               " enqueues on their own contexts of one engine match ONNX Runtime",
+              std::to_string(total) + " mismatching run(s)");
+        check_clean(lm, "threaded runs");
     }
 
     // Serialized plans: foreign version, corrupt, truncated, not a plan.
