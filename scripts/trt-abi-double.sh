@@ -10,6 +10,7 @@
 # Builds into target/trt-abi-double/<major>/:
 #   libnvinfer.so.<major>, libnvonnxparser.so.<major>   the double
 #   trt-abi-driver                                      the driver (tests/trt_abi_double/driver.cpp)
+#   double-selftest                                     the double's own contract test
 # and the shim with scripts/build-trt-shim.sh (target/trt-shim/<major>/libtriton_rusttrt_tensorrt.so),
 # then runs the driver and prints a pass/fail summary; exit status 0 only if every check passed.
 set -euo pipefail
@@ -59,6 +60,17 @@ echo "== building the driver"
 $cxx -std=c++17 -O1 -g -Wall -Wextra -Werror -I"$root/include" -I"$src" -o "$out/trt-abi-driver" \
     "$src/driver.cpp" "$src/ort_min.cpp" -ldl -lpthread
 
+$cxx "${flags[@]}" -isystem "$trt_inc" -isystem "$cuda_inc" -o "$out/double-selftest" "$src/double_selftest.cpp" -ldl
+
 manifest=$(python3 "$src/cases_manifest.py" "$root" "$out/cases")
-echo "== running the driver"
-"$out/trt-abi-driver" "$shim" "$out/libnvinfer.so.$major" "$out/libnvonnxparser.so.$major" "$manifest" "$root"
+echo "== running the driver (the shim over the double)"
+status=0
+"$out/trt-abi-driver" "$shim" "$out/libnvinfer.so.$major" "$out/libnvonnxparser.so.$major" "$manifest" "$root" \
+    | tee "$out/driver.log" || status=1
+echo "== running the double's self-test (contracts the shim's C interface cannot reach)"
+"$out/double-selftest" "$out/libnvinfer.so.$major" "$out/libnvonnxparser.so.$major" \
+    "$root/model_repository/tiny_clip/1/model.onnx" | tee "$out/selftest.log" || status=1
+echo
+echo "TensorRT $major ABI double: $(grep '^SUMMARY' "$out/driver.log" | sed 's/SUMMARY: //') (driver), $(grep '^SELF-TEST' "$out/selftest.log" | sed 's/SELF-TEST: //') (self-test) -> $([[ $status -eq 0 ]] && echo PASS || echo FAIL)"
+echo "libraries: $out/libnvinfer.so.$major $out/libnvonnxparser.so.$major; shim: $shim"
+exit $status
