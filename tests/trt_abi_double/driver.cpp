@@ -846,7 +846,7 @@ void test_contracts(std::string const& clip) {
         r = build_with({}, 0);
         expect_err(r, RT_ERR_BUILD, "no optimization profile has been defined", "dynamic input without profiles");
         r = build_with({{"input", dims({1, 3, 32, 32}), dims({4, 3, 32, 32}), dims({2, 3, 32, 32})}}, 1);
-        expect_err(r, RT_ERR_INVALID_ARG, "not valid", "profile with opt > max");
+        expect_err(r, RT_ERR_INVALID_ARG, "input 'input' needs min <= opt <= max", "profile with opt > max");
         r = build_with({{"input", dims({1, 3, 32}), dims({4, 3, 32}), dims({8, 3, 32})}}, 1);
         expect_err(r, RT_ERR_BUILD, "has rank 4", "profile of the wrong rank");
         r = build_with({{"input", dims({1, 4, 32, 32}), dims({4, 4, 32, 32}), dims({8, 4, 32, 32})}}, 1);

@@ -552,6 +552,17 @@ void add_profiles(rt_network& net, nvinfer1::IBuilderConfig& config, rt_build_op
             Dims mn = to_trt(in.min, in.name);
             Dims op = to_trt(in.opt, in.name);
             Dims mx = to_trt(in.max, in.name);
+            // Checked here so the message names the input: TensorRT's isValid() below says only
+            // "false", and the log may then hold an unrelated earlier error.
+            bool ordered = mn.nbDims == op.nbDims && op.nbDims == mx.nbDims;
+            for (int32_t k = 0; ordered && k < mn.nbDims; ++k) {
+                ordered = mn.d[k] <= op.d[k] && op.d[k] <= mx.d[k];
+            }
+            if (!ordered) {
+                raise(RT_ERR_INVALID_ARG, "optimization profile " + std::to_string(p) + ": input '" + in.name +
+                                              "' needs min <= opt <= max of one rank, got min " + dims_str(mn) +
+                                              " opt " + dims_str(op) + " max " + dims_str(mx));
+            }
             if (!tp->setDimensions(in.name, OptProfileSelector::kMIN, mn) ||
                 !tp->setDimensions(in.name, OptProfileSelector::kOPT, op) ||
                 !tp->setDimensions(in.name, OptProfileSelector::kMAX, mx)) {
