@@ -128,9 +128,13 @@ std::vector<uint8_t> write_plan(PlanData const& p) {
 
 void rtdbl_stub_called(char const* what) noexcept {
     rtdbl::g_stub_calls.fetch_add(1);
-    rtdbl::log(rtdbl::Severity::kERROR, std::string(what) +
-                                     ": Error Code 9: not implemented by the TensorRT ABI double (rusttrt's test "
-                                     "library); the shim called a TensorRT method the double does not model");
+    try {
+        rtdbl::log(rtdbl::Severity::kERROR, std::string(what) +
+                                                ": Error Code 9: not implemented by the TensorRT ABI double (rusttrt's "
+                                                "test library); the caller used a TensorRT method the double does not "
+                                                "model");
+    } catch (...) {
+    }
 }
 
 namespace rtdbl {
@@ -177,11 +181,13 @@ public:
     }
     ~Tensor() noexcept override = default;
     void setName(char const* name) noexcept override {
-        if (name == nullptr) {
-            api_error("ITensor::setName", "name is null");
-            return;
-        }
-        mName = name;
+        RTDBL_GUARDED_VOID("ITensor::setName", {
+            if (name == nullptr) {
+                api_error("ITensor::setName", "name is null");
+                return;
+            }
+            mName = name;
+        });
     }
     char const* getName() const noexcept override { return mName.c_str(); }
     void setDimensions(Dims const& d) noexcept override { mDims = d; }
@@ -196,11 +202,13 @@ public:
     bool isShapeTensor() const noexcept override { return false; }
     bool isExecutionTensor() const noexcept override { return true; }
     void setDimensionName(int32_t index, char const* name) noexcept override {
-        if (index < 0 || index >= mDims.nbDims) {
-            api_error("ITensor::setDimensionName", "index " + std::to_string(index) + " out of range");
-            return;
-        }
-        mDimNames[index] = name != nullptr ? name : "";
+        RTDBL_GUARDED_VOID("ITensor::setDimensionName", {
+            if (index < 0 || index >= mDims.nbDims) {
+                api_error("ITensor::setDimensionName", "index " + std::to_string(index) + " out of range");
+                return;
+            }
+            mDimNames[index] = name != nullptr ? name : "";
+        });
     }
     char const* getDimensionName(int32_t index) const noexcept override {
         auto it = mDimNames.find(index);
@@ -225,14 +233,16 @@ public:
         g_networks.insert(static_cast<INetworkDefinition*>(this));
     }
     ~Network() noexcept override {
-        {
-            std::lock_guard<std::mutex> g(g_reg_mutex);
-            g_networks.erase(static_cast<INetworkDefinition*>(this));
-        }
-        mBuilder->networks.fetch_sub(1);
-        if (!mBuilder->alive.load()) {
-            // Already reported when the builder went; nothing else to do.
-        }
+        RTDBL_GUARDED_VOID("INetworkDefinition::~INetworkDefinition", {
+            {
+                std::lock_guard<std::mutex> g(g_reg_mutex);
+                g_networks.erase(static_cast<INetworkDefinition*>(this));
+            }
+            mBuilder->networks.fetch_sub(1);
+            if (!mBuilder->alive.load()) {
+                // Already reported when the builder went; nothing else to do.
+            }
+        });
     }
 
     ITensor* addInput(char const* name, DataType type, Dims const& dims) noexcept override {
@@ -278,29 +288,37 @@ public:
     }
     int32_t getNbLayers() const noexcept override { return 0; }
     ILayer* getLayer(int32_t index) const noexcept override {
-        api_error("INetworkDefinition::getLayer",
-                  "layer " + std::to_string(index) + " does not exist (the ABI double's networks have no layers)");
-        return nullptr;
+        RTDBL_GUARDED("INetworkDefinition::getLayer", static_cast<ILayer*>(nullptr), {
+            api_error("INetworkDefinition::getLayer",
+                      "layer " + std::to_string(index) + " does not exist (the ABI double's networks have no layers)");
+            return nullptr;
+        });
     }
     int32_t getNbInputs() const noexcept override { return static_cast<int32_t>(mInputs.size()); }
     ITensor* getInput(int32_t i) const noexcept override {
-        if (i < 0 || i >= getNbInputs()) {
-            api_error("INetworkDefinition::getInput", "index " + std::to_string(i) + " is outside 0.." +
-                                                          std::to_string(getNbInputs() - 1));
-            return nullptr;
-        }
-        return mInputs[i];
+        RTDBL_GUARDED("INetworkDefinition::getInput", static_cast<ITensor*>(nullptr), {
+            if (i < 0 || i >= getNbInputs()) {
+                api_error("INetworkDefinition::getInput", "index " + std::to_string(i) + " is outside 0.." +
+                                                              std::to_string(getNbInputs() - 1));
+                return nullptr;
+            }
+            return mInputs[i];
+        });
     }
     int32_t getNbOutputs() const noexcept override { return static_cast<int32_t>(mOutputs.size()); }
     ITensor* getOutput(int32_t i) const noexcept override {
-        if (i < 0 || i >= getNbOutputs()) {
-            api_error("INetworkDefinition::getOutput", "index " + std::to_string(i) + " is outside 0.." +
-                                                           std::to_string(getNbOutputs() - 1));
-            return nullptr;
-        }
-        return mOutputs[i];
+        RTDBL_GUARDED("INetworkDefinition::getOutput", static_cast<ITensor*>(nullptr), {
+            if (i < 0 || i >= getNbOutputs()) {
+                api_error("INetworkDefinition::getOutput", "index " + std::to_string(i) + " is outside 0.." +
+                                                               std::to_string(getNbOutputs() - 1));
+                return nullptr;
+            }
+            return mOutputs[i];
+        });
     }
-    void setName(char const* name) noexcept override { mName = name != nullptr ? name : ""; }
+    void setName(char const* name) noexcept override {
+        RTDBL_GUARDED_VOID("INetworkDefinition::setName", { mName = name != nullptr ? name : ""; });
+    }
     char const* getName() const noexcept override { return mName.c_str(); }
     bool hasImplicitBatchDimension() const noexcept override { return false; }
     IBuilder& getBuilder() const noexcept override { return *mBuilder->pub; }
@@ -380,13 +398,15 @@ public:
         });
     }
     Dims getDimensions(char const* name, OptProfileSelector sel) const noexcept override {
-        int s = static_cast<int>(sel);
-        auto it = mData.find(name != nullptr ? name : "");
-        auto st = mSet.find(name != nullptr ? name : "");
-        if (it == mData.end() || s < 0 || s > 2 || !st->second[s]) {
-            return invalid_dims();
-        }
-        return it->second[s];
+        RTDBL_GUARDED("IOptimizationProfile::getDimensions", invalid_dims(), {
+            int s = static_cast<int>(sel);
+            auto it = mData.find(name != nullptr ? name : "");
+            auto st = mSet.find(name != nullptr ? name : "");
+            if (it == mData.end() || s < 0 || s > 2 || !st->second[s]) {
+                return invalid_dims();
+            }
+            return it->second[s];
+        });
     }
     bool isValid() const noexcept override {
         return guard<bool>("IOptimizationProfile::isValid", false, [&]() {
@@ -453,13 +473,15 @@ public:
         });
     }
     bool combine(ITimingCache const& other, bool) noexcept override {
-        auto const* o = dynamic_cast<TimingCache const*>(&other);
-        if (o == nullptr) {
-            api_error("ITimingCache::combine", "the other cache was not created by this library");
-            return false;
-        }
-        mKeys.insert(o->mKeys.begin(), o->mKeys.end());
-        return true;
+        RTDBL_GUARDED("ITimingCache::combine", false, {
+            auto const* o = dynamic_cast<TimingCache const*>(&other);
+            if (o == nullptr) {
+                api_error("ITimingCache::combine", "the other cache was not created by this library");
+                return false;
+            }
+            mKeys.insert(o->mKeys.begin(), o->mKeys.end());
+            return true;
+        });
     }
     bool reset() noexcept override {
         mKeys.clear();
@@ -517,24 +539,28 @@ public:
     void setProfileStream(const cudaStream_t s) noexcept override { mStream = s; }
     cudaStream_t getProfileStream() const noexcept override { return mStream; }
     void setMemoryPoolLimit(MemoryPoolType pool, std::size_t size) noexcept override {
-        int p = static_cast<int>(pool);
-        if (p < 0 || p > 5) {
-            api_error("IBuilderConfig::setMemoryPoolLimit", "unknown memory pool " + std::to_string(p));
-            return;
-        }
-        mPools[p] = size;
+        RTDBL_GUARDED_VOID("IBuilderConfig::setMemoryPoolLimit", {
+            int p = static_cast<int>(pool);
+            if (p < 0 || p > 5) {
+                api_error("IBuilderConfig::setMemoryPoolLimit", "unknown memory pool " + std::to_string(p));
+                return;
+            }
+            mPools[p] = size;
+        });
     }
     std::size_t getMemoryPoolLimit(MemoryPoolType pool) const noexcept override {
         auto it = mPools.find(static_cast<int>(pool));
         return it == mPools.end() ? (static_cast<std::size_t>(80) << 30) : it->second;  // "device memory"
     }
     void setBuilderOptimizationLevel(int32_t level) noexcept override {
-        if (level < 0 || level > 5) {
-            api_error("IBuilderConfig::setBuilderOptimizationLevel",
-                      "level " + std::to_string(level) + " is outside 0..5; keeping " + std::to_string(mOptLevel));
-            return;
-        }
-        mOptLevel = level;
+        RTDBL_GUARDED_VOID("IBuilderConfig::setBuilderOptimizationLevel", {
+            if (level < 0 || level > 5) {
+                api_error("IBuilderConfig::setBuilderOptimizationLevel",
+                          "level " + std::to_string(level) + " is outside 0..5; keeping " + std::to_string(mOptLevel));
+                return;
+            }
+            mOptLevel = level;
+        });
     }
     int32_t getBuilderOptimizationLevel() const noexcept override { return mOptLevel; }
     int32_t addOptimizationProfile(IOptimizationProfile const* profile) noexcept override {
@@ -572,21 +598,25 @@ public:
         });
     }
     bool setTimingCache(ITimingCache const& cache, bool) noexcept override {
-        auto const* c = dynamic_cast<TimingCache const*>(&cache);
-        if (c == nullptr) {
-            api_error("IBuilderConfig::setTimingCache", "the timing cache was not created by this library");
-            return false;
-        }
-        mCache = const_cast<TimingCache*>(c);
-        mCacheAlive = c->mAlive;
-        return true;
+        RTDBL_GUARDED("IBuilderConfig::setTimingCache", false, {
+            auto const* c = dynamic_cast<TimingCache const*>(&cache);
+            if (c == nullptr) {
+                api_error("IBuilderConfig::setTimingCache", "the timing cache was not created by this library");
+                return false;
+            }
+            mCache = const_cast<TimingCache*>(c);
+            mCacheAlive = c->mAlive;
+            return true;
+        });
     }
     ITimingCache const* getTimingCache() const noexcept override {
-        if (mCache != nullptr && mCacheAlive.expired()) {
-            api_error("IBuilderConfig::getTimingCache", "the timing cache given to setTimingCache was destroyed");
-            return nullptr;
-        }
-        return mCache;
+        RTDBL_GUARDED("IBuilderConfig::getTimingCache", static_cast<ITimingCache const*>(nullptr), {
+            if (mCache != nullptr && mCacheAlive.expired()) {
+                api_error("IBuilderConfig::getTimingCache", "the timing cache given to setTimingCache was destroyed");
+                return nullptr;
+            }
+            return mCache;
+        });
     }
 
     std::shared_ptr<BuilderState> mBuilder;
@@ -609,14 +639,16 @@ public:
         mState->pub = this;
     }
     ~Builder() noexcept override {
-        mState->alive = false;
-        int32_t n = mState->networks.load();
-        int32_t c = mState->configs.load();
-        if (n > 0 || c > 0) {
-            api_error("IBuilder::~IBuilder", "the builder was destroyed while " + std::to_string(n) +
-                                                 " network definition(s) and " + std::to_string(c) +
-                                                 " builder config(s) created by it are alive (destroy them first)");
-        }
+        RTDBL_GUARDED_VOID("IBuilder::~IBuilder", {
+            mState->alive = false;
+            int32_t n = mState->networks.load();
+            int32_t c = mState->configs.load();
+            if (n > 0 || c > 0) {
+                api_error("IBuilder::~IBuilder", "the builder was destroyed while " + std::to_string(n) +
+                                                     " network definition(s) and " + std::to_string(c) +
+                                                     " builder config(s) created by it are alive (destroy them first)");
+            }
+        });
     }
     INetworkDefinition* createNetworkV2(NetworkDefinitionCreationFlags flags) noexcept override {
         return guard<INetworkDefinition*>("IBuilder::createNetworkV2", nullptr, [&]() -> INetworkDefinition* {

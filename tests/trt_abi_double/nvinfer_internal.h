@@ -60,3 +60,14 @@ PlanData read_plan(void const* blob, size_t size);
 bool is_dynamic(std::vector<int64_t> const& dims);
 
 } // namespace rtdbl
+
+// Wraps a method body: RTDBL_GUARDED("IFoo::bar", fail, { ...; return x; }) — every exception
+// is logged as an internal error of the API and `fail` is returned.
+#define RTDBL_GUARDED(api, fail, ...) \
+    return ::rtdbl::guard<decltype(fail)>(api, fail, [&]() -> decltype(fail) __VA_ARGS__)
+// Same for methods without a result (and destructors).
+#define RTDBL_GUARDED_VOID(api, ...)                       \
+    ::rtdbl::guard<int>(api, 0, [&]() -> int {             \
+        [&]() __VA_ARGS__();                               \
+        return 0;                                          \
+    })

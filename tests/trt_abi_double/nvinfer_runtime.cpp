@@ -133,7 +133,9 @@ public:
 
     IExecutionContext* getPImpl() noexcept override { return this; }
     ICudaEngine const& getEngine() const noexcept override { return *mEngine; }
-    void setName(char const* n) noexcept override { mName = n != nullptr ? n : ""; }
+    void setName(char const* n) noexcept override {
+        RTDBL_GUARDED_VOID("IExecutionContext::setName", { mName = n != nullptr ? n : ""; });
+    }
     char const* getName() const noexcept override { return mName.c_str(); }
     int32_t getOptimizationProfile() const noexcept override { return mProfile; }
 
@@ -251,26 +253,32 @@ public:
         });
     }
     bool setInputTensorAddress(char const* name, void const* data) noexcept override {
-        TensorDesc const* t = mSt->find(name);
-        if (t == nullptr || !mSt->is_input(t)) {
-            api_error("IExecutionContext::setInputTensorAddress",
-                      std::string("'") + (name ? name : "(null)") + "' is not an input tensor of the engine");
-            return false;
-        }
-        return setTensorAddress(name, const_cast<void*>(data));
+        RTDBL_GUARDED("IExecutionContext::setInputTensorAddress", false, {
+            TensorDesc const* t = mSt->find(name);
+            if (t == nullptr || !mSt->is_input(t)) {
+                api_error("IExecutionContext::setInputTensorAddress",
+                          std::string("'") + (name ? name : "(null)") + "' is not an input tensor of the engine");
+                return false;
+            }
+            return setTensorAddress(name, const_cast<void*>(data));
+        });
     }
     bool setOutputTensorAddress(char const* name, void* data) noexcept override {
-        TensorDesc const* t = mSt->find(name);
-        if (t == nullptr || mSt->is_input(t)) {
-            api_error("IExecutionContext::setOutputTensorAddress",
-                      std::string("'") + (name ? name : "(null)") + "' is not an output tensor of the engine");
-            return false;
-        }
-        return setTensorAddress(name, data);
+        RTDBL_GUARDED("IExecutionContext::setOutputTensorAddress", false, {
+            TensorDesc const* t = mSt->find(name);
+            if (t == nullptr || mSt->is_input(t)) {
+                api_error("IExecutionContext::setOutputTensorAddress",
+                          std::string("'") + (name ? name : "(null)") + "' is not an output tensor of the engine");
+                return false;
+            }
+            return setTensorAddress(name, data);
+        });
     }
     void const* getTensorAddress(char const* name) const noexcept override {
-        auto it = mAddr.find(name != nullptr ? name : "");
-        return it == mAddr.end() ? nullptr : it->second;
+        RTDBL_GUARDED("IExecutionContext::getTensorAddress", static_cast<void const*>(nullptr), {
+            auto it = mAddr.find(name != nullptr ? name : "");
+            return it == mAddr.end() ? nullptr : it->second;
+        });
     }
     void* getOutputTensorAddress(char const* name) const noexcept override {
         return const_cast<void*>(getTensorAddress(name));
@@ -434,14 +442,16 @@ public:
         mSt->runtime->engines.fetch_add(1);
     }
     ~Engine() noexcept override {
-        mSt->alive = false;
-        mSt->runtime->engines.fetch_sub(1);
-        int32_t n = mSt->contexts.load();
-        if (n > 0) {
-            api_error("ICudaEngine::~ICudaEngine", "the engine was destroyed while " + std::to_string(n) +
-                                                       " execution context(s) created from it are alive (destroy "
-                                                       "the contexts first)");
-        }
+        RTDBL_GUARDED_VOID("ICudaEngine::~ICudaEngine", {
+            mSt->alive = false;
+            mSt->runtime->engines.fetch_sub(1);
+            int32_t n = mSt->contexts.load();
+            if (n > 0) {
+                api_error("ICudaEngine::~ICudaEngine", "the engine was destroyed while " + std::to_string(n) +
+                                                           " execution context(s) created from it are alive (destroy "
+                                                           "the contexts first)");
+            }
+        });
     }
     ICudaEngine* getPImpl() noexcept override { return this; }
     int32_t getNbLayers() const noexcept override { return 0; }
@@ -456,12 +466,14 @@ public:
     }
     int32_t getNbIOTensors() const noexcept override { return static_cast<int32_t>(mSt->io.size()); }
     char const* getIOTensorName(int32_t i) const noexcept override {
-        if (i < 0 || i >= getNbIOTensors()) {
-            api_error("ICudaEngine::getIOTensorName", "index " + std::to_string(i) + " is outside 0.." +
-                                                          std::to_string(getNbIOTensors() - 1));
-            return nullptr;
-        }
-        return mSt->io[i]->name.c_str();
+        RTDBL_GUARDED("ICudaEngine::getIOTensorName", static_cast<char const*>(nullptr), {
+            if (i < 0 || i >= getNbIOTensors()) {
+                api_error("ICudaEngine::getIOTensorName", "index " + std::to_string(i) + " is outside 0.." +
+                                                              std::to_string(getNbIOTensors() - 1));
+                return nullptr;
+            }
+            return mSt->io[i]->name.c_str();
+        });
     }
     TensorIOMode getTensorIOMode(char const* name) const noexcept override {
         TensorDesc const* t = mSt->find(name);
@@ -491,24 +503,26 @@ public:
     TensorFormat getTensorFormatV2(char const* name, int32_t) const noexcept override { return getTensorFormat(name); }
     int32_t getNbOptimizationProfiles() const noexcept override { return static_cast<int32_t>(mSt->plan.profiles.size()); }
     Dims getProfileShape(char const* name, int32_t profile, OptProfileSelector sel) const noexcept override {
-        char const* api = "ICudaEngine::getProfileShape";
-        TensorDesc const* t = known(name, api);
-        if (t == nullptr) return invalid_dims();
-        if (!mSt->is_input(t)) {
-            api_error(api, "'" + t->name + "' is an output; profiles only hold inputs");
-            return invalid_dims();
-        }
-        if (profile < 0 || profile >= getNbOptimizationProfiles()) {
-            api_error(api, "profile " + std::to_string(profile) + " is outside 0.." +
-                               std::to_string(getNbOptimizationProfiles() - 1));
-            return invalid_dims();
-        }
-        int s = static_cast<int>(sel);
-        if (s < 0 || s > 2) {
-            api_error(api, "bad selector " + std::to_string(s));
-            return invalid_dims();
-        }
-        return mSt->plan.profiles[profile].at(t->name)[s];
+        RTDBL_GUARDED("ICudaEngine::getProfileShape", invalid_dims(), {
+            char const* api = "ICudaEngine::getProfileShape";
+            TensorDesc const* t = known(name, api);
+            if (t == nullptr) return invalid_dims();
+            if (!mSt->is_input(t)) {
+                api_error(api, "'" + t->name + "' is an output; profiles only hold inputs");
+                return invalid_dims();
+            }
+            if (profile < 0 || profile >= getNbOptimizationProfiles()) {
+                api_error(api, "profile " + std::to_string(profile) + " is outside 0.." +
+                                   std::to_string(getNbOptimizationProfiles() - 1));
+                return invalid_dims();
+            }
+            int s = static_cast<int>(sel);
+            if (s < 0 || s > 2) {
+                api_error(api, "bad selector " + std::to_string(s));
+                return invalid_dims();
+            }
+            return mSt->plan.profiles[profile].at(t->name)[s];
+        });
     }
     char const* getName() const noexcept override { return "rusttrt-abi-double-engine"; }
 #if NV_TENSORRT_MAJOR < 11
@@ -520,12 +534,14 @@ public:
     }
 
 private:
-    TensorDesc const* known(char const* name, char const* api) const {
-        TensorDesc const* t = mSt->find(name);
-        if (t == nullptr) {
-            api_error(api, std::string("'") + (name ? name : "(null)") + "' is not an I/O tensor of the engine");
-        }
-        return t;
+    TensorDesc const* known(char const* name, char const* api) const noexcept {
+        RTDBL_GUARDED("ICudaEngine", static_cast<TensorDesc const*>(nullptr), {
+            TensorDesc const* t = mSt->find(name);
+            if (t == nullptr) {
+                api_error(api, std::string("'") + (name ? name : "(null)") + "' is not an I/O tensor of the engine");
+            }
+            return t;
+        });
     }
     std::shared_ptr<EngineState> mSt;
 };
@@ -534,11 +550,13 @@ class Runtime final : public IRuntime, public rtdbl_gen::StubVRuntime {
 public:
     Runtime() : mSt(std::make_shared<RuntimeState>()) { mImpl = this; }
     ~Runtime() noexcept override {
-        int32_t n = mSt->engines.load();
-        if (n > 0) {
-            api_error("IRuntime::~IRuntime", "the runtime was destroyed while " + std::to_string(n) +
-                                                 " engine(s) it deserialized are alive (destroy the engines first)");
-        }
+        RTDBL_GUARDED_VOID("IRuntime::~IRuntime", {
+            int32_t n = mSt->engines.load();
+            if (n > 0) {
+                api_error("IRuntime::~IRuntime", "the runtime was destroyed while " + std::to_string(n) +
+                                                     " engine(s) it deserialized are alive (destroy the engines first)");
+            }
+        });
     }
     IRuntime* getPImpl() noexcept override { return this; }
     ILogger* getLogger() const noexcept override { return current_logger(); }
