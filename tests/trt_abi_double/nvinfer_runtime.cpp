@@ -4,7 +4,10 @@
 
 #include "ort_min.h"
 
+#include <dlfcn.h>
+
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 
 using namespace nvinfer1;
@@ -89,9 +92,37 @@ struct RuntimeState {
 
 // Everything an engine knows; contexts share it so that a wrong destruction order is reported
 // instead of crashing.
+// RUSTTRT_TRT_DOUBLE_EP=cuda: execute with ONNX Runtime's CUDA execution provider on the device
+// current at enqueueV3 and the stream given to it, reading/writing the device addresses set with
+// setTensorAddress. UNTESTED: written for the GPU machine, never run there yet. Default: CPU
+// (host addresses, as the fake libcuda hands out).
+bool cuda_mode() {
+    char const* v = std::getenv("RUSTTRT_TRT_DOUBLE_EP");
+    return v != nullptr && std::strcmp(v, "cuda") == 0;
+}
+
+// The CUDA device current on this thread (driver API, dlopen'ed: the double links no CUDA).
+bool current_device(int& dev, std::string& why) {
+    static void* h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (h == nullptr) {
+        why = "libcuda.so.1 not found";
+        return false;
+    }
+    void* p = dlsym(h, "cuCtxGetDevice");
+    int (*get)(int*) = nullptr;
+    std::memcpy(&get, &p, sizeof(p));
+    int rc = get != nullptr ? get(&dev) : -1;
+    if (rc != 0) {
+        why = "cuCtxGetDevice failed (" + std::to_string(rc) + "): no current CUDA context";
+        return false;
+    }
+    return true;
+}
+
 struct EngineState {
     PlanData plan;
-    std::unique_ptr<ort::Session> session;
+    std::unique_ptr<ort::Session> session;  // CPU: execution (CPU mode) and output-shape inference
+    bool cuda = false;
     std::vector<TensorDesc const*> io;  // inputs, then outputs
     std::atomic<int32_t> contexts{0};
     std::atomic<bool> alive{true};
@@ -284,8 +315,8 @@ public:
         return const_cast<void*>(getTensorAddress(name));
     }
 
-    bool enqueueV3(cudaStream_t) noexcept override {
-        return guard<bool>("IExecutionContext::enqueueV3", false, [&]() { return enqueue(); });
+    bool enqueueV3(cudaStream_t stream) noexcept override {
+        return guard<bool>("IExecutionContext::enqueueV3", false, [&]() { return enqueue(stream); });
     }
 
 private:
@@ -363,7 +394,7 @@ private:
         return true;
     }
 
-    bool enqueue() {
+    bool enqueue(cudaStream_t stream) {
         char const* api = "IExecutionContext::enqueueV3";
         if (!alive(api)) {
             return false;
@@ -413,6 +444,32 @@ private:
                                ": every input and output needs a non-null address (setTensorAddress) before enqueueV3");
             return false;
         }
+        if (mSt->cuda) {
+            // UNTESTED path (see cuda_mode()).
+            int device = 0;
+            if (!current_device(device, why)) {
+                internal_error(api, "CUDA execution: " + why);
+                return false;
+            }
+            if (!mCudaSession || mCudaStream != stream || mCudaDevice != device) {
+                ort::CudaOptions co;
+                co.device = device;
+                co.stream = stream;
+                mCudaSession = ort::Session::create(mSt->plan.model.onnx.data(), mSt->plan.model.onnx.size(),
+                                                    mSt->plan.model.external_dir, why, &co);
+                if (!mCudaSession) {
+                    internal_error(api, why);
+                    return false;
+                }
+                mCudaStream = stream;
+                mCudaDevice = device;
+            }
+            if (!mCudaSession->run(ins, os, why, device)) {
+                internal_error(api, why);
+                return false;
+            }
+            return true;
+        }
         if (!mSt->session->run(ins, os, why)) {
             internal_error(api, why);
             return false;
@@ -433,6 +490,9 @@ private:
     std::map<std::string, std::vector<int64_t>> mShapes;
     std::map<std::string, void*> mAddr;
     std::atomic<bool> mBusy{false};
+    std::unique_ptr<ort::Session> mCudaSession;  // CUDA mode: one session per context and stream
+    cudaStream_t mCudaStream = nullptr;
+    int mCudaDevice = -1;
 };
 
 class Engine final : public ICudaEngine, public rtdbl_gen::StubVCudaEngine {
@@ -582,10 +642,12 @@ public:
             for (auto const& t : st->plan.model.inputs) st->io.push_back(&t);
             for (auto const& t : st->plan.model.outputs) st->io.push_back(&t);
             st->runtime = mSt;
+            st->cuda = cuda_mode();
             log(Severity::kINFO, "TensorRT ABI double: deserialized an engine of " + std::to_string(size) +
                                      " bytes (" + std::to_string(st->io.size()) + " I/O tensors, " +
                                      std::to_string(st->plan.profiles.size()) + " profile(s), ONNX Runtime " +
-                                     ort::version() + ")");
+                                     ort::version() + (st->cuda ? ", CUDA execution provider (untested path)" : ", CPU") +
+                                     ")");
             return new Engine(st);
         });
     }

@@ -35,6 +35,7 @@ enum Slot : int {
     kGetDimensionsCount = 61,
     kGetDimensions = 62,
     kGetTensorTypeAndShape = 65,
+    kCreateMemoryInfo = 68,
     kCreateCpuMemoryInfo = 69,
     kReleaseEnv = 92,
     kReleaseStatus = 93,
@@ -44,7 +45,11 @@ enum Slot : int {
     kReleaseTensorTypeAndShapeInfo = 99,
     kReleaseSessionOptions = 100,
     kAddSessionConfigEntry = 130,
-    kMaxSlot = 131,
+    kSessionOptionsAppendExecutionProvider_CUDA_V2 = 204,
+    kCreateCUDAProviderOptions = 205,
+    kUpdateCUDAProviderOptions = 206,
+    kReleaseCUDAProviderOptions = 208,
+    kUpdateCUDAProviderOptionsWithValue = 263,
 };
 
 struct ApiBase {
@@ -53,6 +58,9 @@ struct ApiBase {
 };
 
 void* const* g_api = nullptr;
+ApiBase const* g_base = nullptr;
+std::mutex g_mem_mutex;
+std::vector<std::pair<int, OrtMemoryInfo*>> g_cuda_mem;  // device -> "Cuda" memory info
 OrtEnv* g_env = nullptr;
 OrtMemoryInfo* g_cpu = nullptr;
 std::string g_version;
@@ -100,6 +108,7 @@ void do_load() {
     ApiBase const* (*get_base)();
     std::memcpy(&get_base, &sym, sizeof(get_base));
     ApiBase const* base = get_base();
+    g_base = base;
     g_api = base->GetApi(13);
     if (g_api == nullptr) {
         g_load_error = std::string("ONNX Runtime '") + path + "' does not offer C API version 13";
@@ -142,7 +151,30 @@ size_t volume(std::vector<int64_t> const& s) {
     return n;
 }
 
-std::string make_values(std::vector<TensorRef> const& ts, ValueGuard& g) {
+std::string cuda_mem(int device, OrtMemoryInfo** out) {
+    std::lock_guard<std::mutex> g(g_mem_mutex);
+    for (auto const& m : g_cuda_mem) {
+        if (m.first == device) {
+            *out = m.second;
+            return std::string();
+        }
+    }
+    std::string e = check(fn<OrtStatus* (*)(char const*, int, int, int, OrtMemoryInfo**)>(kCreateMemoryInfo)(
+        "Cuda", 0 /*OrtDeviceAllocator*/, device, 0 /*OrtMemTypeDefault*/, out));
+    if (e.empty()) {
+        g_cuda_mem.emplace_back(device, *out);
+    }
+    return e;
+}
+
+std::string make_values(std::vector<TensorRef> const& ts, ValueGuard& g, int device = -1) {
+    OrtMemoryInfo* mem = g_cpu;
+    if (device >= 0) {
+        std::string e = cuda_mem(device, &mem);
+        if (!e.empty()) {
+            return "CUDA memory info for device " + std::to_string(device) + ": " + e;
+        }
+    }
     for (TensorRef const& t : ts) {
         OrtValue* v = nullptr;
         size_t bytes = volume(t.shape) * elem_size(t.onnx_type);
@@ -150,7 +182,7 @@ std::string make_values(std::vector<TensorRef> const& ts, ValueGuard& g) {
         void* data = t.data != nullptr ? t.data : (bytes == 0 ? dummy : nullptr);
         std::string e = check(fn<OrtStatus* (*)(OrtMemoryInfo const*, void*, size_t, int64_t const*, size_t, int,
                                                 OrtValue**)>(kCreateTensorWithDataAsOrtValue)(
-            g_cpu, data, bytes, t.shape.data(), t.shape.size(), t.onnx_type, &v));
+            mem, data, bytes, t.shape.data(), t.shape.size(), t.onnx_type, &v));
         if (!e.empty()) {
             return "tensor '" + t.name + "': " + e;
         }
@@ -183,7 +215,7 @@ bool load(std::string& err) {
 std::string version() { return g_version; }
 
 std::unique_ptr<Session> Session::create(void const* onnx, size_t len, std::string const& external_dir,
-                                         std::string& err) {
+                                         std::string& err, CudaOptions const* cuda) {
     if (!load(err)) {
         return nullptr;
     }
@@ -198,6 +230,37 @@ std::unique_ptr<Session> Session::create(void const* onnx, size_t len, std::stri
     if (e.empty() && !external_dir.empty()) {
         e = check(fn<OrtStatus* (*)(OrtSessionOptions*, char const*, char const*)>(kAddSessionConfigEntry)(
             so, "session.model_external_initializers_file_folder_path", external_dir.c_str()));
+    }
+    if (e.empty() && cuda != nullptr) {
+        // UNTESTED (no GPU run yet): CUDA execution provider on the caller's device and stream.
+        if (g_base->GetApi(16) == nullptr) {
+            e = "the CUDA execution provider path needs ONNX Runtime C API 16 or newer";
+        } else {
+            struct CudaProviderOptions;
+            CudaProviderOptions* co = nullptr;
+            e = check(fn<OrtStatus* (*)(CudaProviderOptions**)>(kCreateCUDAProviderOptions)(&co));
+            if (e.empty()) {
+                std::string dev = std::to_string(cuda->device);
+                char const* keys[] = {"device_id", "do_copy_in_default_stream"};
+                char const* vals[] = {dev.c_str(), "1"};
+                e = check(fn<OrtStatus* (*)(CudaProviderOptions*, char const* const*, char const* const*, size_t)>(
+                    kUpdateCUDAProviderOptions)(co, keys, vals, 2));
+            }
+            if (e.empty() && cuda->stream != nullptr) {
+                e = check(fn<OrtStatus* (*)(CudaProviderOptions*, char const*, void*)>(
+                    kUpdateCUDAProviderOptionsWithValue)(co, "user_compute_stream", cuda->stream));
+            }
+            if (e.empty()) {
+                e = check(fn<OrtStatus* (*)(OrtSessionOptions*, CudaProviderOptions const*)>(
+                    kSessionOptionsAppendExecutionProvider_CUDA_V2)(so, co));
+            }
+            if (co != nullptr) {
+                fn<void (*)(CudaProviderOptions*)>(kReleaseCUDAProviderOptions)(co);
+            }
+            if (!e.empty()) {
+                e = "CUDA execution provider: " + e;
+            }
+        }
     }
     std::unique_ptr<Session> s(new Session());
     if (e.empty()) {
@@ -225,11 +288,12 @@ Session::~Session() {
 using RunFn = OrtStatus* (*)(OrtSession*, void const*, char const* const*, OrtValue const* const*, size_t,
                              char const* const*, size_t, OrtValue**);
 
-bool Session::run(std::vector<TensorRef> const& inputs, std::vector<TensorRef> const& outputs, std::string& err) {
+bool Session::run(std::vector<TensorRef> const& inputs, std::vector<TensorRef> const& outputs, std::string& err,
+                  int device) {
     ValueGuard in, out;
-    std::string e = make_values(inputs, in);
+    std::string e = make_values(inputs, in, device);
     if (e.empty()) {
-        e = make_values(outputs, out);
+        e = make_values(outputs, out, device);
     }
     if (!e.empty()) {
         err = e;

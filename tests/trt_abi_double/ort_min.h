@@ -31,16 +31,25 @@ struct TensorRef {
     void* data = nullptr;  // host memory
 };
 
+// CUDA execution provider settings (UNTESTED: no GPU machine has run this path yet).
+struct CudaOptions {
+    int device = 0;
+    void* stream = nullptr;  // cudaStream_t the provider computes on (user_compute_stream)
+};
+
 class Session {
 public:
-    // `external_dir`: folder of external weight files ("" for none).
+    // `external_dir`: folder of external weight files ("" for none). `cuda`: run with ONNX
+    // Runtime's CUDA execution provider (needs an onnxruntime-gpu library), else on the CPU.
     static std::unique_ptr<Session> create(void const* onnx, size_t len, std::string const& external_dir,
-                                           std::string& err);
+                                           std::string& err, CudaOptions const* cuda = nullptr);
     ~Session();
     Session(Session const&) = delete;
     Session& operator=(Session const&) = delete;
-    // Runs with inputs and outputs bound to caller memory (outputs' shapes must be exact).
-    bool run(std::vector<TensorRef> const& inputs, std::vector<TensorRef> const& outputs, std::string& err);
+    // Runs with inputs and outputs bound to caller memory (outputs' shapes must be exact): host
+    // memory, or CUDA device memory of `device` when device >= 0.
+    bool run(std::vector<TensorRef> const& inputs, std::vector<TensorRef> const& outputs, std::string& err,
+             int device = -1);
     // Runs with ORT-allocated outputs and returns their shapes and bytes.
     bool run_alloc(std::vector<TensorRef> const& inputs, std::vector<std::string> const& output_names,
                    std::vector<std::vector<int64_t>>& shapes, std::vector<std::vector<uint8_t>>* data,
