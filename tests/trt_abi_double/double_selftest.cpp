@@ -188,7 +188,22 @@ int main(int argc, char** argv) {
             rt.reset();
             check(eng != nullptr && a.saw("runtime was destroyed while 1 engine(s)"),
                   "destroying the runtime before its engine is reported", a.all());
+            a.errors.clear();
+            IExecutionContext* ctx = eng != nullptr ? eng->createExecutionContext() : nullptr;
             delete eng;
+            if (ctx != nullptr) {
+                Dims d{};
+                d.nbDims = 4;
+                d.d[0] = 1;
+                d.d[1] = 3;
+                d.d[2] = 32;
+                d.d[3] = 32;
+                bool set = ctx->setInputShape("input", d);
+                bool ran = ctx->enqueueV3(nullptr);
+                check(!set && !ran && a.saw("the ICudaEngine of this execution context was destroyed"),
+                      "a context whose engine was destroyed refuses work", a.all());
+                delete ctx;
+            }
             a.errors.clear();
         }
     }

@@ -717,7 +717,7 @@ void test_contracts(std::string const& clip) {
         check(r.ok() && logged(lm, "discards the input shapes", RT_LOG_WARNING),
               "setOptimizationProfileAsync after setInputShape: shapes discarded, warning logged", join(since(lm, 2)));
         r = CALL(rt_context_enqueue, ctx.p, nullptr);
-        check(!r.ok(), "enqueue after the profile switch without new shapes fails", r.msg);
+        expect_err(r, RT_ERR_INVALID_ARG, "(no shape for 'input')", "enqueue after the profile switch without new shapes fails");
         r = CALL(rt_context_set_profile, ctx.p, 2, nullptr);
         expect_err(r, RT_ERR_INVALID_ARG, "profile index 2 is outside 0..1", "switching to a profile that does not exist");
     }
@@ -743,7 +743,8 @@ void test_contracts(std::string const& clip) {
         Ctx fresh;
         CALL(rt_context_new, eng.p, &fresh.p);
         r = CALL(rt_context_enqueue, fresh.p, nullptr);
-        expect_err(r, RT_ERR_INVALID_ARG, "not every input shape", "enqueue before any input shape");
+        expect_err(r, RT_ERR_INVALID_ARG, "not every input shape was set before enqueue (no shape for 'input')",
+                   "enqueue before any input shape");
     }
 
     // One engine, a context per thread, enqueues in parallel (the engine is shared, contexts are not).
@@ -821,10 +822,8 @@ void test_contracts(std::string const& clip) {
         S.rt_engine_destroy(e);
         check(logged(lm, "destroyed while 1 execution context(s)", RT_LOG_ERROR),
               "engine destroyed before its context: error logged", join(since(lm, RT_LOG_ERROR)));
-        lm = mark();
-        r = CALL(rt_context_enqueue, c, nullptr);
-        check(!r.ok() && logged(lm, "the ICudaEngine of this execution context was destroyed", RT_LOG_ERROR),
-              "a context whose engine is gone refuses enqueue (error logged)", r.msg);
+        // (Using the context now would be undefined behaviour in the shim, which reads its engine
+        // handle; the double's refusal is checked by double_selftest.)
         S.rt_context_destroy(c);
     }
 
