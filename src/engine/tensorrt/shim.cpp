@@ -878,7 +878,18 @@ extern "C" rt_status rt_context_enqueue(rt_context* ctx, void* stream, char* err
         require(ctx != nullptr && ctx->ctx, "ctx");
         clear_errors();
         if (!ctx->ctx->allInputDimensionsSpecified()) {
-            raise(RT_ERR_INVALID_ARG, "not every input shape was set before enqueue");
+            // Name the inputs still without a shape (after a profile switch, all dynamic ones).
+            std::string missing;
+            nvinfer1::ICudaEngine const& e = *ctx->engine->engine;
+            for (int32_t i = 0; i < e.getNbIOTensors(); ++i) {
+                char const* n = e.getIOTensorName(i);
+                if (n != nullptr && e.getTensorIOMode(n) == nvinfer1::TensorIOMode::kINPUT &&
+                    has_dynamic_dim(ctx->ctx->getTensorShape(n))) {
+                    missing += (missing.empty() ? "'" : ", '") + std::string(n) + "'";
+                }
+            }
+            raise(RT_ERR_INVALID_ARG, "not every input shape was set before enqueue" +
+                                          (missing.empty() ? std::string() : " (no shape for " + missing + ")"));
         }
         if (!ctx->ctx->enqueueV3(static_cast<cudaStream_t>(stream))) {
             raise(RT_ERR_INTERNAL, with_log("TensorRT enqueueV3 failed"));
