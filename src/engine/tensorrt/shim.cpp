@@ -127,6 +127,7 @@ public:
                 }
                 std::lock_guard<std::mutex> g(mMutex);
                 mLastError = text;
+                ++mErrorSeq;
             }
             LogSink sink;
             {
@@ -146,15 +147,22 @@ public:
         mSink = sink;
     }
 
-    std::string last_error() {
+    // The latest error logged on any thread after error number `since` ("" if none).
+    std::string last_error_since(uint64_t since) {
         std::lock_guard<std::mutex> g(mMutex);
-        return mLastError;
+        return mErrorSeq > since ? mLastError : std::string();
+    }
+
+    uint64_t error_seq() {
+        std::lock_guard<std::mutex> g(mMutex);
+        return mErrorSeq;
     }
 
 private:
     std::mutex mMutex;
     LogSink mSink;
     std::string mLastError;
+    uint64_t mErrorSeq = 0;
 };
 
 ForwardingLogger& logger() {
@@ -164,16 +172,24 @@ ForwardingLogger& logger() {
     return *instance;
 }
 
-void clear_errors() { t_errors.clear(); }
+// Number of errors logged process-wide when this thread's current shim call began.
+thread_local uint64_t t_error_seq = 0;
+
+void clear_errors() {
+    t_errors.clear();
+    t_error_seq = logger().error_seq();
+}
 
 // "<what>: <TensorRT's error messages>" (or a pointer to the log when nothing was captured).
 std::string with_log(std::string what) {
     if (!t_errors.empty()) {
         return what + ": " + t_errors;
     }
-    std::string last = logger().last_error();
+    // An error TensorRT logged on another (worker) thread during this call; never one of an
+    // earlier, unrelated call.
+    std::string last = logger().last_error_since(t_error_seq);
     if (!last.empty()) {
-        return what + " (latest TensorRT error in this process: " + last + ")";
+        return what + " (TensorRT error logged meanwhile on another thread: " + last + ")";
     }
     return what + " (TensorRT logged no error; see the server log at verbose level)";
 }
