@@ -3,7 +3,8 @@
 # libnvonnxparser.so.<major> built from tests/trt_abi_double/*.cpp (our code) against NVIDIA's
 # public TensorRT headers, executing the networks with ONNX Runtime on the CPU.
 #
-# usage: scripts/trt-abi-double.sh TENSORRT_INCLUDE_DIR CUDA_INCLUDE_DIR
+# usage: scripts/trt-abi-double.sh [--build-only] TENSORRT_INCLUDE_DIR CUDA_INCLUDE_DIR
+#   --build-only: build the shim, the double and the driver, print the library paths, run nothing
 #   needs: g++ (C++17), python3, ONNX Runtime's shared library in $ORT_DYLIB_PATH
 #          (eval "$(scripts/setup.sh)" sets it). The headers are fetched outside the repository
 #          (see docs/tensorrt.md, "The ABI double").
@@ -16,8 +17,13 @@
 # RTDBL_SANITIZE=1 builds everything (the shim too) with AddressSanitizer + UBSan into
 # target/trt-abi-double/<major>-asan/ instead (slower: about 3 minutes of compiling on 2 cores).
 set -euo pipefail
+build_only=0
+if [[ "${1:-}" == --build-only ]]; then
+    build_only=1
+    shift
+fi
 if [[ $# -ne 2 ]]; then
-    echo "usage: $0 TENSORRT_INCLUDE_DIR CUDA_INCLUDE_DIR" >&2
+    echo "usage: $0 [--build-only] TENSORRT_INCLUDE_DIR CUDA_INCLUDE_DIR" >&2
     exit 2
 fi
 trt_inc=$(cd "$1" && pwd)
@@ -37,11 +43,6 @@ fi
 gen=$out/gen
 mkdir -p "$gen"
 inc=(-I"$src" -I"$gen" -isystem "$trt_inc" -isystem "$cuda_inc")
-
-if [[ -z "${ORT_DYLIB_PATH:-}" ]]; then
-    echo "ORT_DYLIB_PATH is not set (eval \"\$(scripts/setup.sh)\")" >&2
-    exit 2
-fi
 
 echo "== TensorRT $major headers: $trt_inc"
 # Stubs for every pure virtual method, generated from these headers.
@@ -70,6 +71,17 @@ $cxx -std=c++17 -O1 -g -Wall -Wextra -Werror -I"$root/include" -I"$src" -o "$out
 
 $cxx "${flags[@]}" -isystem "$trt_inc" -isystem "$cuda_inc" -o "$out/double-selftest" "$src/double_selftest.cpp" -ldl
 
+if [[ $build_only == 1 ]]; then
+    echo "libnvinfer: $out/libnvinfer.so.$major"
+    echo "libnvonnxparser: $out/libnvonnxparser.so.$major"
+    echo "shim: $shim"
+    exit 0
+fi
+
+if [[ -z "${ORT_DYLIB_PATH:-}" ]]; then
+    echo "ORT_DYLIB_PATH is not set (eval \"\$(scripts/setup.sh)\")" >&2
+    exit 2
+fi
 manifest=$(python3 "$src/cases_manifest.py" "$root" "$out/cases")
 echo "== running the driver (the shim over the double)"
 status=0
