@@ -203,22 +203,27 @@ CUresult cuEventElapsedTime_v2(float *ms, Event *a, Event *b) {
 }
 CUresult cuEventElapsedTime(float *ms, Event *a, Event *b) { return cuEventElapsedTime_v2(ms, a, b); }
 
-/* Allocations carry their size in front, for cuMemGetInfo. */
+/* Allocations are 256-byte aligned, as cuMemAlloc guarantees (TensorRT's setTensorAddress
+ * requires it), and carry their size, device and malloc'ed base just in front, for
+ * cuMemGetInfo and cuMemFree. */
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) {
   if (!current) return 201;
-  uint64_t *block = malloc(n + 16);
-  if (!block) return 2;
-  block[0] = n;
-  block[1] = (uint64_t)current->dev;
+  char *raw = malloc(n + 256 + 24);
+  if (!raw) return 2;
+  uintptr_t user = ((uintptr_t)raw + 24 + 255) & ~(uintptr_t)255;
+  uint64_t *hdr = (uint64_t *)user - 3;
+  hdr[0] = n;
+  hdr[1] = (uint64_t)current->dev;
+  hdr[2] = (uint64_t)(uintptr_t)raw;
   allocated[current->dev] += n;
-  *p = (CUdeviceptr)(uintptr_t)(block + 2);
+  *p = (CUdeviceptr)user;
   return OK;
 }
 CUresult cuMemFree_v2(CUdeviceptr p) {
-  uint64_t *block = (uint64_t *)(uintptr_t)p - 2;
-  allocated[block[1]] -= block[0];
-  memset(block + 2, 0xEE, block[0]); /* use after free shows as garbage */
-  free(block);
+  uint64_t *hdr = (uint64_t *)(uintptr_t)p - 3;
+  allocated[hdr[1]] -= hdr[0];
+  memset((void *)(uintptr_t)p, 0xEE, hdr[0]); /* use after free shows as garbage */
+  free((void *)(uintptr_t)hdr[2]);
   return OK;
 }
 CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {

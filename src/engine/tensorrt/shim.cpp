@@ -127,6 +127,7 @@ public:
                 }
                 std::lock_guard<std::mutex> g(mMutex);
                 mLastError = text;
+                ++mErrorSeq;
             }
             LogSink sink;
             {
@@ -146,15 +147,22 @@ public:
         mSink = sink;
     }
 
-    std::string last_error() {
+    // The latest error logged on any thread after error number `since` ("" if none).
+    std::string last_error_since(uint64_t since) {
         std::lock_guard<std::mutex> g(mMutex);
-        return mLastError;
+        return mErrorSeq > since ? mLastError : std::string();
+    }
+
+    uint64_t error_seq() {
+        std::lock_guard<std::mutex> g(mMutex);
+        return mErrorSeq;
     }
 
 private:
     std::mutex mMutex;
     LogSink mSink;
     std::string mLastError;
+    uint64_t mErrorSeq = 0;
 };
 
 ForwardingLogger& logger() {
@@ -164,16 +172,24 @@ ForwardingLogger& logger() {
     return *instance;
 }
 
-void clear_errors() { t_errors.clear(); }
+// Number of errors logged process-wide when this thread's current shim call began.
+thread_local uint64_t t_error_seq = 0;
+
+void clear_errors() {
+    t_errors.clear();
+    t_error_seq = logger().error_seq();
+}
 
 // "<what>: <TensorRT's error messages>" (or a pointer to the log when nothing was captured).
 std::string with_log(std::string what) {
     if (!t_errors.empty()) {
         return what + ": " + t_errors;
     }
-    std::string last = logger().last_error();
+    // An error TensorRT logged on another (worker) thread during this call; never one of an
+    // earlier, unrelated call.
+    std::string last = logger().last_error_since(t_error_seq);
     if (!last.empty()) {
-        return what + " (latest TensorRT error in this process: " + last + ")";
+        return what + " (TensorRT error logged meanwhile on another thread: " + last + ")";
     }
     return what + " (TensorRT logged no error; see the server log at verbose level)";
 }
@@ -552,6 +568,17 @@ void add_profiles(rt_network& net, nvinfer1::IBuilderConfig& config, rt_build_op
             Dims mn = to_trt(in.min, in.name);
             Dims op = to_trt(in.opt, in.name);
             Dims mx = to_trt(in.max, in.name);
+            // Checked here so the message names the input: TensorRT's isValid() below says only
+            // "false", and the log may then hold an unrelated earlier error.
+            bool ordered = mn.nbDims == op.nbDims && op.nbDims == mx.nbDims;
+            for (int32_t k = 0; ordered && k < mn.nbDims; ++k) {
+                ordered = mn.d[k] <= op.d[k] && op.d[k] <= mx.d[k];
+            }
+            if (!ordered) {
+                raise(RT_ERR_INVALID_ARG, "optimization profile " + std::to_string(p) + ": input '" + in.name +
+                                              "' needs min <= opt <= max of one rank, got min " + dims_str(mn) +
+                                              " opt " + dims_str(op) + " max " + dims_str(mx));
+            }
             if (!tp->setDimensions(in.name, OptProfileSelector::kMIN, mn) ||
                 !tp->setDimensions(in.name, OptProfileSelector::kOPT, op) ||
                 !tp->setDimensions(in.name, OptProfileSelector::kMAX, mx)) {
@@ -867,7 +894,18 @@ extern "C" rt_status rt_context_enqueue(rt_context* ctx, void* stream, char* err
         require(ctx != nullptr && ctx->ctx, "ctx");
         clear_errors();
         if (!ctx->ctx->allInputDimensionsSpecified()) {
-            raise(RT_ERR_INVALID_ARG, "not every input shape was set before enqueue");
+            // Name the inputs still without a shape (after a profile switch, all dynamic ones).
+            std::string missing;
+            nvinfer1::ICudaEngine const& e = *ctx->engine->engine;
+            for (int32_t i = 0; i < e.getNbIOTensors(); ++i) {
+                char const* n = e.getIOTensorName(i);
+                if (n != nullptr && e.getTensorIOMode(n) == nvinfer1::TensorIOMode::kINPUT &&
+                    has_dynamic_dim(ctx->ctx->getTensorShape(n))) {
+                    missing += (missing.empty() ? "'" : ", '") + std::string(n) + "'";
+                }
+            }
+            raise(RT_ERR_INVALID_ARG, "not every input shape was set before enqueue" +
+                                          (missing.empty() ? std::string() : " (no shape for " + missing + ")"));
         }
         if (!ctx->ctx->enqueueV3(static_cast<cudaStream_t>(stream))) {
             raise(RT_ERR_INTERNAL, with_log("TensorRT enqueueV3 failed"));
