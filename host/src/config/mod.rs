@@ -351,11 +351,8 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
     }
     match &cfg.scheduling_choice {
         Some(Scheduling_choice::DynamicBatching(db)) => {
-            if cfg.max_batch_size == 0 {
-                return Err(Error::invalid_arg(format!(
-                    "model '{m}': dynamic batching requires 'max_batch_size' > 0"
-                )));
-            }
+            // Triton accepts dynamic batching with max_batch_size 0 (every batch is then one
+            // request); only the preferred sizes below are checked against max_batch_size.
             let levels = db.priority_levels;
             if levels != 0 {
                 if db.default_priority_level == 0 || db.default_priority_level > levels {
@@ -561,6 +558,41 @@ fn validate_io(cfg: &ModelConfig, io: &Io, plan: bool) -> Result<()> {
     Ok(())
 }
 
+/// The shape Triton core gives a response output (`InferenceResponse::Output::Reshape`): for an
+/// output with a `reshape`, the batch dim (when the model batches) followed by the config's
+/// `dims`, whose -1s take the values at the reshape's -1s, in order.
+pub fn response_shape(cfg: &ModelConfig, name: &str, shape: Vec<i64>) -> Vec<i64> {
+    let Some(o) = cfg.output.iter().find(|o| o.name == name) else {
+        return shape;
+    };
+    let Some(r) = o.reshape.as_ref() else {
+        return shape;
+    };
+    let batched = cfg.max_batch_size > 0;
+    let offset = usize::from(batched);
+    let mut vars = r
+        .shape
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d == -1)
+        .map(|(i, _)| shape.get(i + offset).copied().unwrap_or(-1))
+        .collect::<std::collections::VecDeque<_>>();
+    let mut out = Vec::with_capacity(o.dims.len() + 1);
+    if batched {
+        if let Some(b) = shape.first() {
+            out.push(*b);
+        }
+    }
+    for d in &o.dims {
+        out.push(if *d == -1 {
+            vars.pop_front().unwrap_or(-1)
+        } else {
+            *d
+        });
+    }
+    out
+}
+
 /// Element count of a fully known shape.
 pub fn element_count(shape: &[i64]) -> Option<u64> {
     shape
@@ -670,7 +702,6 @@ mod tests {
             ok.replace("TYPE_FP32 dims: [ -1 ]", "TYPE_INVALID dims: [ -1 ]"),
             ok.replace("dims: [ 2 ]", "dims: [ 0 ]"),
             ok.replace("dims: [ 2 ]", ""),
-            ok.replace("max_batch_size: 4", "max_batch_size: 0 dynamic_batching {}"),
             ok.replace(
                 "max_batch_size: 4",
                 "max_batch_size: 4 dynamic_batching { preferred_batch_size: [ 8 ] }",
