@@ -1,14 +1,18 @@
 //! Auto-complete of the model configuration from the engine's I/O signature.
 //!
 //! Policy (the one Triton's ONNX Runtime backend follows, so configs move over unchanged):
-//! - inputs / outputs are filled only when the config lists none of them;
-//! - the model can batch when every input and output has a dynamic first dimension;
-//! - `max_batch_size` 0 with a batchable model whose I/O was left to auto-complete becomes the
-//!   server's `default-max-batch-size`; a config that set `max_batch_size > 0` for a model that
-//!   cannot batch fails the load;
-//! - with `max_batch_size > 1` and no scheduler, an empty `dynamic_batching {}` is added;
-//! - a tensor with no dims left after dropping the batch dim gets `dims: [1]` and an empty
-//!   `reshape`.
+//! - nothing is touched when the config lists both inputs and outputs; otherwise the missing
+//!   list is filled (an empty list for a model without inputs: a constant generator);
+//! - the model can batch when every input and output has a dynamic first dimension (a scalar
+//!   cannot batch);
+//! - `max_batch_size` 0 with a batchable model becomes the server's `default-max-batch-size`; a
+//!   config that set `max_batch_size > 0` for a model that cannot batch fails the load;
+//! - with a batchable model, `max_batch_size > 1` and no scheduler, an empty
+//!   `dynamic_batching {}` is added;
+//! - a tensor with no dims left (a scalar of a non-batching model, or a `[batch]` tensor of a
+//!   batching one) gets `dims: [1]`; only a batching model also gets an empty `reshape`, since
+//!   Triton core refuses an empty reshape for a non-batching model;
+//! - a fixed dim of 0 and a symbolic dim are written as -1 (Triton core refuses 0 in `dims`).
 
 use super::config::lenient_i64;
 use crate::engine::{Signature, TensorSpec};
@@ -24,15 +28,16 @@ pub fn can_batch(sig: &Signature) -> bool {
 }
 
 fn tensor_json(t: &TensorSpec, batching: bool) -> Value {
-    let dims: Vec<i64> = if batching {
-        t.dims[1..].to_vec()
-    } else {
-        t.dims.clone()
-    };
+    let dims: Vec<i64> = if batching { &t.dims[1..] } else { &t.dims[..] }
+        .iter()
+        .map(|&d| if d > 0 { d } else { -1 })
+        .collect();
     let mut v = json!({"name": t.name, "data_type": t.dtype.config_name()});
     if dims.is_empty() {
         v["dims"] = json!([1]);
-        v["reshape"] = json!({"shape": []});
+        if batching {
+            v["reshape"] = json!({"shape": []});
+        }
     } else {
         v["dims"] = json!(dims);
     }
@@ -58,6 +63,9 @@ pub fn complete(
     let ctx = |e: Error| e.context(format!("auto-completing the config of model '{name}'"));
     let missing_inputs = is_empty_list(config.get("input"));
     let missing_outputs = is_empty_list(config.get("output"));
+    if !missing_inputs && !missing_outputs {
+        return Ok(None);
+    }
     let mut mbs = lenient_i64(
         config.get("max_batch_size").unwrap_or(&Value::Null),
         "max_batch_size",
@@ -66,7 +74,7 @@ pub fn complete(
     let batchable = can_batch(sig);
     let mut changed = false;
 
-    if mbs == 0 && batchable && (missing_inputs || missing_outputs) && default_max_batch_size > 0 {
+    if mbs == 0 && batchable && default_max_batch_size > 0 {
         mbs = default_max_batch_size as i64;
         c["max_batch_size"] = json!(mbs);
         changed = true;
@@ -111,7 +119,7 @@ pub fn complete(
     ]
     .iter()
     .any(|k| matches!(config.get(*k), Some(Value::Object(_))));
-    if mbs > 1 && !has_scheduler {
+    if batchable && mbs > 1 && !has_scheduler {
         c["dynamic_batching"] = json!({});
         changed = true;
     }

@@ -18,7 +18,8 @@ pub struct TensorConfig {
     pub dtype: DataType,
     /// Dims without the batch dimension when `max_batch_size > 0`; `-1` = variable.
     pub dims: Vec<i64>,
-    /// The model-side shape when the config has a `reshape`.
+    /// The model-side shape when the config has a `reshape`; also `Some([])` for a scalar
+    /// tensor of a non-batching model (see [`ModelConfig::bind_scalars`]).
     pub reshape: Option<Vec<i64>>,
     pub optional: bool,
     pub is_shape_tensor: bool,
@@ -271,11 +272,9 @@ impl ModelConfig {
                 ))));
             }
         }
-        if self.inputs.is_empty() {
-            return Err(ctx(Error::invalid_arg(
-                "the config lists no inputs (and auto-complete did not fill them)",
-            )));
-        }
+        // A model without inputs (a constant generator) is served with an empty input list, as
+        // Triton allows; a config without inputs for a model that has some fails below, naming
+        // the first missing one.
         if self.outputs.is_empty() {
             return Err(ctx(Error::invalid_arg(
                 "the config lists no outputs (and auto-complete did not fill them)",
@@ -302,6 +301,14 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The rules of Triton's ONNX Runtime backend for one tensor: same data type; a scalar
+    /// (rank-0) model tensor takes config dims of only 1s and cannot batch; otherwise the
+    /// config's shape (batch dim first when `max_batch_size > 0`, `reshape` if given) has the
+    /// model's rank and agrees dim by dim. For an input, a model dim of -1 takes any config dim
+    /// and a fixed one must be repeated, except a fixed 0, which the config can only write as
+    /// -1 (Triton core refuses 0). For an output, -1 on either side matches anything: ONNX
+    /// Runtime's shape inference may fix a dim the file leaves symbolic (and vice versa), and the
+    /// engine's actual output shape is what is served.
     fn check_tensor(&self, kind: &str, c: &TensorConfig, m: &TensorSpec) -> Result<()> {
         if c.dtype != m.dtype {
             return Err(Error::invalid_arg(format!(
@@ -311,40 +318,56 @@ impl ModelConfig {
                 m.dtype.config_name()
             )));
         }
-        let want = self.engine_shape(c);
-        let mut model = m.dims.clone();
-        if self.max_batch_size > 0 {
-            match model.first() {
-                Some(-1) => {}
-                Some(&d) => {
-                    return Err(Error::invalid_arg(format!(
-                        "{kind} '{}': max_batch_size is {} but the model's first dimension is fixed at {d} \
-                         (shape {}); use max_batch_size 0 with full dims, or export the model with a \
-                         dynamic batch dimension",
-                        c.name,
-                        self.max_batch_size,
-                        shape_str(&m.dims)
-                    )))
-                }
-                None => {
-                    return Err(Error::invalid_arg(format!(
-                        "{kind} '{}': max_batch_size is {} but the model's tensor is a scalar",
-                        c.name, self.max_batch_size
-                    )))
-                }
+        if m.dims.is_empty() {
+            if self.max_batch_size > 0 {
+                return Err(Error::invalid_arg(format!(
+                    "{kind} '{}': max_batch_size is {} but the model's tensor is a scalar (shape []), \
+                     which has no batch dimension; use max_batch_size 0 with dims [1]",
+                    c.name, self.max_batch_size
+                )));
             }
-            model[0] = -1;
+            if c.model_dims().iter().any(|&d| d != 1) {
+                return Err(Error::invalid_arg(format!(
+                    "{kind} '{}': the model's tensor is a scalar (shape []); the config's dims \
+                     must be only 1s (dims: [1]), got {}",
+                    c.name,
+                    shape_str(c.model_dims())
+                )));
+            }
+            return Ok(());
         }
-        let dims_ok = want.len() == model.len()
-            && want.iter().zip(&model).all(|(&w, &md)| md == -1 || w == md);
+        if self.max_batch_size > 0 && m.dims[0] != -1 {
+            return Err(Error::invalid_arg(format!(
+                "{kind} '{}': max_batch_size is {} but the model's first dimension is fixed at {} \
+                 (shape {}); use max_batch_size 0 with full dims, or export the model with a \
+                 dynamic batch dimension",
+                c.name,
+                self.max_batch_size,
+                m.dims[0],
+                shape_str(&m.dims)
+            )));
+        }
+        let want = self.engine_shape(c);
+        let output = kind == "output";
+        let dims_ok = want.len() == m.dims.len()
+            && want
+                .iter()
+                .zip(&m.dims)
+                .all(|(&w, &md)| md == -1 || w == md || (w == -1 && (md == 0 || output)));
         if !dims_ok {
             let shown = if self.max_batch_size > 0 {
                 format!("[batch]+{}", shape_str(c.model_dims()))
             } else {
                 shape_str(c.model_dims())
             };
+            let hint = if self.max_batch_size > 0 && m.dims.len() == 1 && c.reshape.is_none() {
+                " (a [batch] tensor is written dims: [1] with reshape: { shape: [ ] })"
+            } else {
+                ""
+            };
             return Err(Error::invalid_arg(format!(
-                "{kind} '{}': the config's dims {} (max_batch_size {}) do not match the model's shape {}",
+                "{kind} '{}': the config's dims {} (max_batch_size {}) do not match the model's \
+                 shape {}{hint}",
                 c.name,
                 shown,
                 self.max_batch_size,
@@ -352,6 +375,26 @@ impl ModelConfig {
             )));
         }
         Ok(())
+    }
+
+    /// After [`ModelConfig::validate`]: a scalar model tensor of a non-batching model (config
+    /// dims of 1s, no reshape: Triton refuses an empty reshape there) is given an internal empty
+    /// reshape, so the engine sees rank 0 while requests and responses carry the config's dims
+    /// (`[1]`), as Triton's ONNX Runtime backend serves them.
+    pub fn bind_scalars(&mut self, sig: &Signature) {
+        if self.max_batch_size > 0 {
+            return;
+        }
+        for (list, model) in [
+            (&mut self.inputs, &sig.inputs),
+            (&mut self.outputs, &sig.outputs),
+        ] {
+            for c in list.iter_mut() {
+                if model.iter().any(|m| m.name == c.name && m.dims.is_empty()) {
+                    c.reshape = Some(Vec::new());
+                }
+            }
+        }
     }
 }
 

@@ -83,8 +83,9 @@ impl ModelState {
                 );
             }
         }
-        let config = ModelConfig::parse(raw).map_err(ctx)?;
+        let mut config = ModelConfig::parse(raw).map_err(ctx)?;
         config.validate(&signature)?;
+        config.bind_scalars(&signature);
         let params = ModelParams::resolve(&config, &backend)?;
         Ok(ModelState {
             name,
