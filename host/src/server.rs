@@ -118,6 +118,9 @@ pub struct Server {
     /// One lock per model name: loads and unloads of one model are serialized, different
     /// models load at the same time (as Triton's model-load thread pool does).
     load_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Model loads running now, and the most seen at once (for tests of parallel loading).
+    loads_running: AtomicUsize,
+    loads_peak: AtomicUsize,
 }
 
 static KEEP: AtomicUsize = AtomicUsize::new(0);
@@ -168,6 +171,8 @@ impl Server {
             backend: Mutex::new(None),
             models: Mutex::new(HashMap::new()),
             load_locks: Mutex::new(HashMap::new()),
+            loads_running: AtomicUsize::new(0),
+            loads_peak: AtomicUsize::new(0),
         })
     }
 
@@ -381,6 +386,19 @@ impl Server {
     pub fn load_model(&self, name: &str) -> Result<()> {
         let l = self.model_lock(name);
         let _l = lock(&l);
+        let now = self.loads_running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.loads_peak.fetch_max(now, Ordering::SeqCst);
+        let r = self.load_model_locked(name);
+        self.loads_running.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    /// The most model loads that ran at the same time since the server started.
+    pub fn peak_parallel_loads(&self) -> usize {
+        self.loads_peak.load(Ordering::SeqCst)
+    }
+
+    fn load_model_locked(&self, name: &str) -> Result<()> {
         let dir = self.opts.model_repository.join(name);
         if !dir.is_dir() {
             return Err(Error::not_found(format!(

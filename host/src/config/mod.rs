@@ -695,6 +695,58 @@ mod tests {
     }
 
     #[test]
+    fn triton_core_rules_for_scalars_zero_dims_and_batching() {
+        let io = |mbs: i32, extra: &str, dims: &str| {
+            cfg(&format!(
+                r#"name: "m" max_batch_size: {mbs} {extra} instance_group [ {{ kind: KIND_CPU }} ]
+                input [ {{ name: "I" data_type: TYPE_FP32 {dims} }} ]
+                output [ {{ name: "O" data_type: TYPE_FP32 dims: [ 2 ] }} ]"#
+            ))
+        };
+        let ok = |c: ModelConfig| {
+            let mut c = c;
+            normalize(&mut c, "m", "mock", 0, &[]).unwrap();
+            validate(&c, 0)
+        };
+        // Accepted by Triton core: a [batch] tensor (dims [1], empty reshape) of a batching
+        // model; a non-batching scalar written dims [1]; dynamic batching with max_batch_size 0;
+        // no inputs at all.
+        ok(io(4, "", "dims: [ 1 ] reshape { shape: [ ] }")).unwrap();
+        ok(io(0, "", "dims: [ 1 ]")).unwrap();
+        ok(io(0, "dynamic_batching { }", "dims: [ 1 ]")).unwrap();
+        ok(cfg(r#"name: "m" instance_group [ { kind: KIND_CPU } ]
+            output [ { name: "O" data_type: TYPE_INT64 dims: [ 2, 3 ] } ]"#))
+        .unwrap();
+        // Refused by Triton core: an empty reshape of a non-batching model (scalars), an empty
+        // reshape for dims that are not one element, a 0 in dims or reshape, no dims.
+        for (mbs, dims) in [
+            (0, "dims: [ 1 ] reshape { shape: [ ] }"),
+            (4, "dims: [ -1 ] reshape { shape: [ ] }"),
+            (4, "dims: [ 2 ] reshape { shape: [ ] }"),
+            (0, "dims: [ 0 ]"),
+            (0, "dims: [ 2, 0 ]"),
+            (0, "dims: [ 1 ] reshape { shape: [ 0 ] }"),
+            (0, ""),
+        ] {
+            assert!(ok(io(mbs, "", dims)).is_err(), "{mbs} {dims}");
+        }
+    }
+
+    #[test]
+    fn response_outputs_with_a_reshape_get_the_config_dims() {
+        let c = cfg(r#"name: "m" max_batch_size: 4
+            output [ { name: "S" data_type: TYPE_FP32 dims: [ 1 ] reshape { shape: [ ] } },
+                     { name: "V" data_type: TYPE_FP32 dims: [ -1, 4 ] reshape { shape: [ -1, 2, 2 ] } },
+                     { name: "P" data_type: TYPE_FP32 dims: [ 3 ] } ]"#);
+        assert_eq!(response_shape(&c, "S", vec![3]), vec![3, 1]);
+        assert_eq!(response_shape(&c, "S", vec![3, 1]), vec![3, 1]);
+        assert_eq!(response_shape(&c, "V", vec![2, 5, 2, 2]), vec![2, 5, 4]);
+        assert_eq!(response_shape(&c, "P", vec![2, 3]), vec![2, 3]);
+        let n = cfg(r#"name: "m" output [ { name: "S" data_type: TYPE_FP32 dims: [ 1 ] } ]"#);
+        assert_eq!(response_shape(&n, "S", vec![]), Vec::<i64>::new());
+    }
+
+    #[test]
     fn validate_rejects_bad_configs() {
         let ok = r#"name: "m" max_batch_size: 4 input [ { name: "I" data_type: TYPE_FP32 dims: [ -1 ] } ] output [ { name: "O" data_type: TYPE_FP32 dims: [ 2 ] } ] instance_group [ { name: "g" kind: KIND_CPU count: 1 } ]"#;
         validate(&cfg(ok), 0).unwrap();
