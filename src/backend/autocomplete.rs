@@ -187,4 +187,62 @@ mod tests {
         let e = complete(&json!({"name": "m", "max_batch_size": 8}), &sig(2), 4).unwrap_err();
         assert!(e.to_string().contains("'x' [2,4]"), "{e}");
     }
+
+    fn spec(name: &str, dims: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            dtype: DataType::F32,
+            dims: dims.to_vec(),
+        }
+    }
+
+    #[test]
+    fn scalars_zero_dims_and_no_inputs_follow_onnxruntime_backend() {
+        // Non-batching: a scalar is dims [1] without a reshape (Triton core refuses an empty
+        // reshape there); a 0 and a symbolic dim are -1.
+        let s = Signature {
+            inputs: vec![spec("s", &[]), spec("z", &[2, 0])],
+            outputs: vec![spec("o", &[-1, 3])],
+        };
+        let c = complete(&json!({"name": "m", "max_batch_size": 0}), &s, 4)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c["max_batch_size"], json!(0));
+        assert_eq!(
+            c["input"][0],
+            json!({"name": "s", "data_type": "TYPE_FP32", "dims": [1]})
+        );
+        assert_eq!(c["input"][1]["dims"], json!([2, -1]));
+        assert_eq!(c["output"][0]["dims"], json!([-1, 3]));
+        assert!(c.get("dynamic_batching").is_none());
+        // A scalar cannot batch.
+        let e = complete(&json!({"name": "m", "max_batch_size": 2}), &s, 4).unwrap_err();
+        assert!(e.to_string().contains("'s' []"), "{e}");
+        // No inputs: an empty input list; the outputs decide batching.
+        let gen = Signature {
+            inputs: vec![],
+            outputs: vec![spec("table", &[2, 3])],
+        };
+        let c = complete(&json!({"name": "g", "max_batch_size": 0}), &gen, 4)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c["input"], json!([]));
+        assert_eq!(c["output"][0]["dims"], json!([2, 3]));
+        assert_eq!(c["max_batch_size"], json!(0));
+    }
+
+    #[test]
+    fn a_config_with_inputs_and_outputs_is_left_alone() {
+        // onnxruntime_backend skips auto-complete entirely then: no max_batch_size, no batcher.
+        let full = json!({"name": "m", "max_batch_size": 0,
+            "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [-1, 4]}],
+            "output": [{"name": "y", "data_type": "TYPE_INT64", "dims": [-1]}]});
+        assert!(complete(&full, &sig(-1), 4).unwrap().is_none());
+        let mut only_inputs = full.clone();
+        only_inputs["output"] = json!([]);
+        let c = complete(&only_inputs, &sig(-1), 4).unwrap().unwrap();
+        assert_eq!(c["input"], full["input"], "the listed inputs are kept");
+        assert_eq!(c["max_batch_size"], json!(4));
+        assert_eq!(c["output"][0]["reshape"], json!({"shape": []}));
+    }
 }

@@ -273,8 +273,15 @@ impl ModelConfig {
             }
         }
         // A model without inputs (a constant generator) is served with an empty input list, as
-        // Triton allows; a config without inputs for a model that has some fails below, naming
-        // the first missing one.
+        // Triton allows.
+        if self.inputs.is_empty() && !sig.inputs.is_empty() {
+            let names: Vec<&str> = sig.inputs.iter().map(|t| t.name.as_str()).collect();
+            return Err(ctx(Error::invalid_arg(format!(
+                "the config lists no inputs (and auto-complete did not fill them); the model's \
+                 inputs: {}",
+                names.join(", ")
+            ))));
+        }
         if self.outputs.is_empty() {
             return Err(ctx(Error::invalid_arg(
                 "the config lists no outputs (and auto-complete did not fill them)",
@@ -491,5 +498,96 @@ mod tests {
         let e = c.validate(&sig()).unwrap_err();
         assert_eq!(e.code(), crate::ErrorCode::Unsupported);
         assert!(e.to_string().contains("TYPE_STRING"));
+    }
+
+    fn spec(name: &str, dims: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            dtype: DataType::F32,
+            dims: dims.to_vec(),
+        }
+    }
+
+    fn io(mbs: u32, input: Value, output: Value) -> ModelConfig {
+        cfg(json!({"name": "m", "max_batch_size": mbs, "input": [input], "output": [output]}))
+    }
+
+    #[test]
+    fn an_output_dim_fixed_by_shape_inference_matches_a_symbolic_one() {
+        // The reported case: auto-complete wrote [batch]+[-1] from the file's symbolic dim,
+        // ONNX Runtime's session says [-1,384]; and the other way round.
+        let c = io(
+            8,
+            json!({"name": "ids", "data_type": "TYPE_FP32", "dims": [-1]}),
+            json!({"name": "emb", "data_type": "TYPE_FP32", "dims": [-1]}),
+        );
+        let file = Signature {
+            inputs: vec![spec("ids", &[-1, -1])],
+            outputs: vec![spec("emb", &[-1, -1])],
+        };
+        let session = Signature {
+            outputs: vec![spec("emb", &[-1, 384])],
+            ..file.clone()
+        };
+        c.validate(&file).unwrap();
+        c.validate(&session).unwrap();
+        let c384 = io(
+            8,
+            json!({"name": "ids", "data_type": "TYPE_FP32", "dims": [-1]}),
+            json!({"name": "emb", "data_type": "TYPE_FP32", "dims": [384]}),
+        );
+        c384.validate(&file).unwrap();
+        c384.validate(&session).unwrap();
+        // Ranks must still agree, and a fixed output dim must be the model's.
+        let wrong = io(
+            8,
+            json!({"name": "ids", "data_type": "TYPE_FP32", "dims": [-1]}),
+            json!({"name": "emb", "data_type": "TYPE_FP32", "dims": [383]}),
+        );
+        assert!(wrong.validate(&session).is_err());
+    }
+
+    #[test]
+    fn input_dims_zero_dims_and_scalars() {
+        let sig = Signature {
+            inputs: vec![spec("x", &[2, 3]), spec("z", &[2, 0]), spec("s", &[])],
+            outputs: vec![spec("y", &[])],
+        };
+        let make = |x: Value, s: Value| {
+            cfg(json!({"name": "m", "max_batch_size": 0,
+                "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": x},
+                          {"name": "z", "data_type": "TYPE_FP32", "dims": [2, -1]},
+                          {"name": "s", "data_type": "TYPE_FP32", "dims": s}],
+                "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}))
+        };
+        // A fixed input dim must be repeated (-1 does not match 3); a fixed 0 is written -1.
+        make(json!([2, 3]), json!([1])).validate(&sig).unwrap();
+        let e = make(json!([2, -1]), json!([1])).validate(&sig).unwrap_err();
+        assert!(e.to_string().contains("input 'x'"), "{e}");
+        // A scalar takes only 1s.
+        make(json!([2, 3]), json!([1, 1])).validate(&sig).unwrap();
+        let e = make(json!([2, 3]), json!([2])).validate(&sig).unwrap_err();
+        assert!(
+            e.to_string().contains("'s'") && e.to_string().contains("scalar"),
+            "{e}"
+        );
+        // The engine sees rank 0; requests and responses keep the config's dims.
+        let mut c = make(json!([2, 3]), json!([1]));
+        c.bind_scalars(&sig);
+        assert_eq!(c.inputs[2].model_dims(), &[] as &[i64]);
+        assert_eq!(c.inputs[2].dims, vec![1]);
+        assert_eq!(c.outputs[0].model_dims(), &[] as &[i64]);
+        assert_eq!(c.inputs[0].reshape, None);
+        c.validate(&sig).unwrap();
+        // No inputs in the config: fine for a model without inputs only.
+        let gen = Signature {
+            inputs: vec![],
+            outputs: vec![spec("y", &[])],
+        };
+        let none = cfg(json!({"name": "m", "max_batch_size": 0, "input": [],
+            "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}));
+        none.validate(&gen).unwrap();
+        let e = none.validate(&sig).unwrap_err().to_string();
+        assert!(e.contains("no inputs") && e.contains("x, z, s"), "{e}");
     }
 }
