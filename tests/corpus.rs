@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use rusttrt_host::{InferRequest, InputTensor, OutputTensor, Server};
+use rusttrt_host::{InferRequest, InputTensor, OutputTensor, ResponseHandle, Server};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -235,11 +235,16 @@ fn client_shape(cfg: &Value, list: &str, name: &str, shape: &[i64]) -> Vec<i64> 
     shape.to_vec()
 }
 
-fn run_case(server: &Server, model: &str, case: &Case) -> Verdict {
-    let cfg = match server.model_config(model) {
-        Ok(c) => c,
-        Err(e) => return Verdict::LoadFailure(first_line(&e.to_string())),
-    };
+/// Requests of one case in flight (one per data set), with the config they were shaped by.
+struct InFlight {
+    cfg: Value,
+    pending: Vec<rusttrt_host::Result<ResponseHandle>>,
+}
+
+fn submit_case(server: &Server, model: &str, case: &Case) -> Result<InFlight, Verdict> {
+    let cfg = server
+        .model_config(model)
+        .map_err(|e| Verdict::LoadFailure(first_line(&e.to_string())))?;
     let mut pending = Vec::new();
     for (k, (inputs, _)) in case.data_sets.iter().enumerate() {
         let ins = inputs
@@ -255,7 +260,11 @@ fn run_case(server: &Server, model: &str, case: &Case) -> Verdict {
             .collect();
         pending.push(server.submit(model, InferRequest::new(&format!("{k}"), ins)));
     }
-    for ((_, outputs), p) in case.data_sets.iter().zip(pending) {
+    Ok(InFlight { cfg, pending })
+}
+
+fn check_case(case: &Case, flight: InFlight) -> Verdict {
+    for ((_, outputs), p) in case.data_sets.iter().zip(flight.pending) {
         let resp = match p.and_then(|h| h.wait()) {
             Ok(r) => r,
             Err(e) => {
@@ -273,7 +282,7 @@ fn run_case(server: &Server, model: &str, case: &Case) -> Verdict {
             let Some(got) = resp.output(&want.name) else {
                 return Verdict::Wrong(format!("no output '{}'", want.name));
             };
-            let shape = client_shape(&cfg, "output", &want.name, &want.shape);
+            let shape = client_shape(&flight.cfg, "output", &want.name, &want.shape);
             if let Err(e) = compare(want, got, &shape, case.rtol, case.atol) {
                 return Verdict::Wrong(e);
             }
@@ -325,10 +334,21 @@ fn onnx_backend_test_corpus() {
     let mut verdicts: Vec<Verdict> = Vec::with_capacity(cases.len());
     for (chunk_cases, chunk_names) in cases.chunks(ROUND).zip(names.chunks(ROUND)) {
         let loads = server.load_models(chunk_names);
-        for ((case, name), (_, load)) in chunk_cases.iter().zip(chunk_names).zip(&loads) {
-            verdicts.push(match load {
-                Err(e) => Verdict::LoadFailure(first_line(&e.to_string())),
-                Ok(()) => run_case(&server, name, case),
+        // Every loaded model of the round gets its requests at once (each model has its own
+        // instance thread), then the responses are checked.
+        let flights: Vec<Result<InFlight, Verdict>> = chunk_cases
+            .iter()
+            .zip(chunk_names)
+            .zip(&loads)
+            .map(|((case, name), (_, load))| match load {
+                Err(e) => Err(Verdict::LoadFailure(first_line(&e.to_string()))),
+                Ok(()) => submit_case(&server, name, case),
+            })
+            .collect();
+        for (case, flight) in chunk_cases.iter().zip(flights) {
+            verdicts.push(match flight {
+                Err(v) => v,
+                Ok(f) => check_case(case, f),
             });
         }
         for (name, load) in &loads {
