@@ -259,8 +259,6 @@ def ort_verdict(model_bytes, feeds, expected, rtol, atol):
 
     try:
         so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
         sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
         outs = sess.run(None, feeds)
     except Exception as e:  # noqa: BLE001
