@@ -324,12 +324,9 @@ fn onnx_backend_test_corpus() {
         )
         .unwrap();
     }
-    // Corpus inputs put up to a few dozen items in a batch dimension: the server's
-    // default-max-batch-size (what auto-complete gives a batchable model) is raised so that
-    // Triton's batch-size check does not refuse them.
-    let server = server_with(&repo, &[], |o| {
-        o.default_max_batch_size = 64;
-    });
+    // Triton's defaults: default-max-batch-size 4 (what auto-complete gives a batchable model),
+    // 4 model-load threads.
+    let server = server(&repo);
 
     let mut verdicts: Vec<Verdict> = Vec::with_capacity(cases.len());
     for (chunk_cases, chunk_names) in cases.chunks(ROUND).zip(names.chunks(ROUND)) {
