@@ -438,3 +438,59 @@ fn repository_loads_in_parallel() {
     assert!(resp.error.is_none(), "{:?}", resp.error);
     assert_clean(&server);
 }
+
+#[test]
+fn a_zero_size_batch_is_served() {
+    // Triton core passes a request with a batch dimension of 0 to the backend.
+    let repo = Repo::new();
+    repo.add("bs", &test_model("batch_scalar"), Some(&minimal("bs", 0)));
+    repo.add("enc", &test_model("text_encoder"), Some(&minimal("enc", 4)));
+    let server = server(&repo);
+    server.load_model("bs").expect("load");
+    server.load_model("enc").expect("load");
+    let resp = server
+        .infer(
+            "bs",
+            InferRequest::new("empty", vec![InputTensor::f32("x", &[0, 1], &[])]),
+        )
+        .unwrap();
+    assert!(resp.error.is_none(), "{:?}", resp.error);
+    assert_eq!(resp.output("y").unwrap().shape, vec![0, 1]);
+    assert!(resp.output("y").unwrap().bytes.is_empty());
+    assert_eq!(resp.output("n").unwrap().shape, vec![0, 1]);
+    let ids = |b: i64| {
+        InputTensor::new(
+            "input_ids",
+            TRITONSERVER_TYPE_INT64,
+            &[b, 5],
+            vec![0; b as usize * 5 * 8],
+        )
+    };
+    let mask = |b: i64, n: &str| {
+        InputTensor::new(
+            n,
+            TRITONSERVER_TYPE_INT64,
+            &[b, 5],
+            vec![0; b as usize * 5 * 8],
+        )
+    };
+    let resp = server
+        .infer(
+            "enc",
+            InferRequest::new(
+                "empty",
+                vec![ids(0), mask(0, "attention_mask"), mask(0, "token_type_ids")],
+            ),
+        )
+        .unwrap();
+    assert!(resp.error.is_none(), "{:?}", resp.error);
+    assert_eq!(
+        resp.output("sentence_embedding").unwrap().shape,
+        vec![0, 384]
+    );
+    assert_eq!(
+        resp.output("token_embeddings").unwrap().shape,
+        vec![0, 5, 384]
+    );
+    assert_clean(&server);
+}
