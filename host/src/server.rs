@@ -386,14 +386,11 @@ impl Server {
     pub fn load_model(&self, name: &str) -> Result<()> {
         let l = self.model_lock(name);
         let _l = lock(&l);
-        let now = self.loads_running.fetch_add(1, Ordering::SeqCst) + 1;
-        self.loads_peak.fetch_max(now, Ordering::SeqCst);
-        let r = self.load_model_locked(name);
-        self.loads_running.fetch_sub(1, Ordering::SeqCst);
-        r
+        self.load_model_locked(name)
     }
 
-    /// The most model loads that ran at the same time since the server started.
+    /// The most model loads whose backend part (ModelInitialize, instance initialization) ran
+    /// at the same time since the server started.
     pub fn peak_parallel_loads(&self) -> usize {
         self.loads_peak.load(Ordering::SeqCst)
     }
@@ -419,7 +416,12 @@ impl Server {
         let versions = config::select_versions(&dir, &cfg)?;
         let mut loaded: Vec<Arc<ModelRuntime>> = Vec::new();
         for v in versions {
-            match self.load_version(&lib, bh, &dir, name, v, cfg.clone(), &preferred, parallel) {
+            // Counted around the backend's part of the load (ModelInitialize, instances).
+            let now = self.loads_running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.loads_peak.fetch_max(now, Ordering::SeqCst);
+            let r = self.load_version(&lib, bh, &dir, name, v, cfg.clone(), &preferred, parallel);
+            self.loads_running.fetch_sub(1, Ordering::SeqCst);
+            match r {
                 Ok(rt) => loaded.push(Arc::new(rt)),
                 Err(e) => {
                     for rt in loaded {
