@@ -134,6 +134,17 @@ fn scalar_configs_triton_or_the_model_refuses() {
         .unwrap();
     assert!(resp.error.is_none(), "{:?}", resp.error);
     assert_eq!(resp.output("sum").unwrap().as_f32(), vec![9.0]);
+    // Triton core lets an input listed twice through; the backend refuses it, by name.
+    std::fs::write(
+        repo.path().join("m/config.pbtxt"),
+        io(
+            0,
+            "dims: [ 1 ] }, { name: \"v\" data_type: TYPE_FP32 dims: [ 3 ]",
+        ),
+    )
+    .unwrap();
+    let e = load_err(&server, "m");
+    assert!(e.contains("input 'v' is listed twice"), "{e}");
     assert_clean(&server);
 }
 

@@ -272,6 +272,19 @@ impl ModelConfig {
                 ))));
             }
         }
+        // Triton core lets a name through twice (its maps keep the first); the model has each
+        // tensor once, so such a config cannot describe it (onnxruntime_backend refuses it too,
+        // through its input count).
+        for (kind, list) in [("input", &self.inputs), ("output", &self.outputs)] {
+            for (i, t) in list.iter().enumerate() {
+                if list[..i].iter().any(|o| o.name == t.name) {
+                    return Err(ctx(Error::invalid_arg(format!(
+                        "{kind} '{}' is listed twice in the config",
+                        t.name
+                    ))));
+                }
+            }
+        }
         // A model without inputs (a constant generator) is served with an empty input list, as
         // Triton allows.
         if self.inputs.is_empty() && !sig.inputs.is_empty() {
@@ -589,5 +602,11 @@ mod tests {
         none.validate(&gen).unwrap();
         let e = none.validate(&sig).unwrap_err().to_string();
         assert!(e.contains("no inputs") && e.contains("x, z, s"), "{e}");
+        // A name listed twice (Triton core lets it through).
+        let twice = cfg(json!({"name": "m", "max_batch_size": 0, "input": [],
+            "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]},
+                       {"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}));
+        let e = twice.validate(&gen).unwrap_err().to_string();
+        assert!(e.contains("output 'y' is listed twice"), "{e}");
     }
 }
