@@ -505,3 +505,26 @@ fn a_zero_size_batch_is_served() {
     );
     assert_clean(&server);
 }
+
+#[test]
+fn dynamic_batching_with_max_batch_size_0_is_served() {
+    // Triton core accepts it (each batch is then one request); so must the backend.
+    let repo = Repo::new();
+    repo.add(
+        "nb",
+        &test_model("no_batch"),
+        Some(&format!("{}dynamic_batching {{ }}\n", minimal("nb", 0))),
+    );
+    let server = server(&repo);
+    server.load_model("nb").expect("load");
+    let cfg = server.model_config("nb").unwrap();
+    assert!(cfg["dynamic_batching"].is_object(), "{cfg}");
+    let case = &cases(&test_model("no_batch").join("cases.json")).cases[0];
+    let handles: Vec<_> = (0..3)
+        .map(|i| server.submit("nb", request(&i.to_string(), case)).unwrap())
+        .collect();
+    for h in handles {
+        check_response("no_batch", &h.wait().unwrap(), case, 1e-6, 1e-6);
+    }
+    assert_clean(&server);
+}
