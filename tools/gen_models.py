@@ -571,6 +571,163 @@ def gen_corrupt(root, verify):
     verify.append(("corrupt", os.path.join(root, rel), ("corrupt",), None, None))
 
 
+def gen_shape_models(root, verify):
+    """Models for tests/shapes.rs: scalars, [batch] tensors, zero-size dims, no inputs, a
+    Hugging Face-like text encoder whose output dim is symbolic in the file but fixed by shape
+    inference, BF16 arithmetic. Expected values are simple enough for the tests to compute,
+    except the text encoder's (reference run, cases.json)."""
+    f32 = TensorProto.FLOAT
+
+    # Non-batching scalar I/O: sum = x + ReduceSum(v), scaled = v * x.
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["v"], ["vs"], name="sum_v", keepdims=0),
+            helper.make_node("Add", ["x", "vs"], ["sum"], name="add"),
+            helper.make_node("Mul", ["v", "x"], ["scaled"], name="scale"),
+        ],
+        "scalar_io",
+        [helper.make_tensor_value_info("x", f32, []), helper.make_tensor_value_info("v", f32, [3])],
+        [helper.make_tensor_value_info("sum", f32, []),
+         helper.make_tensor_value_info("scaled", f32, [3])],
+    )
+    rel = f"{MODELS}/scalar_io/1/model.onnx"
+    save_model(root, rel, make_model(graph))
+    x, v = np.array(0.5, np.float32), np.array([1.0, 2.0, 4.0], np.float32)
+    verify.append(("scalar_io", os.path.join(root, rel), {"x": x, "v": v},
+                   {"sum": np.array(7.5, np.float32), "scaled": v * x}, EXACT_TOL))
+
+    # Batching model whose tensors are [batch] (a scalar per item): y = 2 x, n = x > 0.
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "two"], ["y"], name="double"),
+            helper.make_node("Greater", ["x", "zero"], ["n"], name="positive"),
+        ],
+        "batch_scalar",
+        [helper.make_tensor_value_info("x", f32, ["batch"])],
+        [helper.make_tensor_value_info("y", f32, ["batch"]),
+         helper.make_tensor_value_info("n", TensorProto.BOOL, ["batch"])],
+        [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+         numpy_helper.from_array(np.array(0.0, np.float32), "zero")],
+    )
+    rel = f"{MODELS}/batch_scalar/1/model.onnx"
+    save_model(root, rel, make_model(graph))
+    x = np.array([1.5, -2.0, 0.25], np.float32)
+    verify.append(("batch_scalar", os.path.join(root, rel), {"x": x},
+                   {"y": 2 * x, "n": x > 0}, EXACT_TOL))
+
+    # Zero-size dims: z has a fixed dim of 0, x a symbolic one (a request may make it 0).
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "two"], ["x2"], name="double"),
+            helper.make_node("Add", ["z", "one"], ["z1"], name="inc"),
+        ],
+        "zero_dim",
+        [helper.make_tensor_value_info("x", f32, ["n", 3]),
+         helper.make_tensor_value_info("z", f32, [2, 0])],
+        [helper.make_tensor_value_info("x2", f32, ["n", 3]),
+         helper.make_tensor_value_info("z1", f32, [2, 0])],
+        [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+         numpy_helper.from_array(np.array(1.0, np.float32), "one")],
+    )
+    rel = f"{MODELS}/zero_dim/1/model.onnx"
+    save_model(root, rel, make_model(graph))
+    x, z = np.zeros((0, 3), np.float32), np.zeros((2, 0), np.float32)
+    verify.append(("zero_dim", os.path.join(root, rel), {"x": x, "z": z},
+                   {"x2": x, "z1": z}, EXACT_TOL))
+
+    # No inputs: a constant generator (an INT64 matrix and an FP32 scalar).
+    table = np.arange(6, dtype=np.int64).reshape(2, 3) * 7 - 5
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["table"], name="table",
+                             value=numpy_helper.from_array(table, "table_value")),
+            helper.make_node("Constant", [], ["pi"], name="pi",
+                             value=numpy_helper.from_array(np.array(3.25, np.float32), "pi_value")),
+        ],
+        "no_input",
+        [],
+        [helper.make_tensor_value_info("table", TensorProto.INT64, [2, 3]),
+         helper.make_tensor_value_info("pi", f32, [])],
+    )
+    rel = f"{MODELS}/no_input/1/model.onnx"
+    save_model(root, rel, make_model(graph))
+    verify.append(("no_input", os.path.join(root, rel), {},
+                   {"table": table, "pi": np.array(3.25, np.float32)}, EXACT_TOL))
+
+    # BF16 arithmetic: y = bf16(2 * f32(x)) (exact), f = f32(x).
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["f"], name="widen", to=f32),
+            helper.make_node("Mul", ["f", "two"], ["f2"], name="double"),
+            helper.make_node("Cast", ["f2"], ["y"], name="narrow", to=TensorProto.BFLOAT16),
+        ],
+        "bf16_compute",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, ["batch", 4]),
+         helper.make_tensor_value_info("f", f32, ["batch", 4])],
+        [numpy_helper.from_array(np.array(2.0, np.float32), "two")],
+    )
+    rel = f"{MODELS}/bf16_compute/1/model.onnx"
+    save_model(root, rel, make_model(graph))
+
+    # A Hugging Face text encoder as torch.onnx.export writes it (int64 input_ids /
+    # attention_mask / token_type_ids of [batch, seq]; outputs with symbolic names), mean pooled:
+    # the pooled output is declared [batch, <symbolic>], which shape inference fixes to HIDDEN.
+    vocab, hidden = 64, 384
+    rng = np.random.default_rng(8001)
+    word = (rng.standard_normal((vocab, hidden)) * 0.5).astype(np.float32)
+    types = (rng.standard_normal((2, hidden)) * 0.5).astype(np.float32)
+    i64 = TensorProto.INT64
+    nodes = [
+        helper.make_node("Gather", ["word_embeddings", "input_ids"], ["we"], name="word"),
+        helper.make_node("Gather", ["token_type_embeddings", "token_type_ids"], ["te"],
+                         name="type"),
+        helper.make_node("Add", ["we", "te"], ["token_embeddings"], name="embed"),
+        helper.make_node("Cast", ["attention_mask"], ["m"], name="mask_f", to=f32),
+        helper.make_node("Unsqueeze", ["m", "last"], ["m3"], name="mask_3d"),
+        helper.make_node("Mul", ["token_embeddings", "m3"], ["masked"], name="apply_mask"),
+        helper.make_node("ReduceSum", ["masked", "seq_axis"], ["total"], name="sum", keepdims=0),
+        helper.make_node("ReduceSum", ["m3", "seq_axis"], ["count"], name="count", keepdims=0),
+        helper.make_node("Max", ["count", "eps"], ["count_safe"], name="clamp"),
+        helper.make_node("Div", ["total", "count_safe"], ["sentence_embedding"], name="mean"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "text_encoder",
+        [helper.make_tensor_value_info(n, i64, ["batch_size", "sequence_length"])
+         for n in ("input_ids", "attention_mask", "token_type_ids")],
+        [helper.make_tensor_value_info("token_embeddings", f32,
+                                       ["batch_size", "sequence_length", "Addtoken_embeddings_dim_2"]),
+         helper.make_tensor_value_info("sentence_embedding", f32,
+                                       ["batch_size", "Divsentence_embedding_dim_1"])],
+        [numpy_helper.from_array(word, "word_embeddings"),
+         numpy_helper.from_array(types, "token_type_embeddings"),
+         numpy_helper.from_array(np.array([-1], np.int64), "last"),
+         numpy_helper.from_array(np.array([1], np.int64), "seq_axis"),
+         numpy_helper.from_array(np.array(1e-9, np.float32), "eps")],
+    )
+    model = make_model(graph)
+    rel = f"{MODELS}/text_encoder/1/model.onnx"
+    save_model(root, rel, model)
+    cases = []
+    for seed, (b, s) in ((8101, (2, 7)), (8102, (3, 5))):
+        r = np.random.default_rng(seed)
+        ids = r.integers(0, vocab, (b, s)).astype(np.int64)
+        mask = np.ones((b, s), np.int64)
+        mask[0, s - 2:] = 0  # padding at the end of the first sentence
+        tt = (np.arange(s)[None, :] >= s // 2).astype(np.int64).repeat(b, 0)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}
+        out = float_reference(model, feeds)
+        verify.append(("text_encoder", os.path.join(root, rel), feeds, out, EXACT_TOL))
+        cases.append({"name": f"batch{b}_seq{s}", "seed": seed,
+                      "inputs": [tensor_json(n, "INT64", feeds[n]) for n in feeds],
+                      "outputs": [tensor_json(n, "FP32", out[n])
+                                  for n in ("token_embeddings", "sentence_embedding")]})
+    write_cases(root, f"{MODELS}/text_encoder/cases.json", "text_encoder", rel,
+                "onnx.reference.ReferenceEvaluator in float64, rounded to float32", EXACT_TOL,
+                cases)
+
+
 # --------------------------------------------------------------------------------------------
 # verification with ONNX Runtime (after generation; never the source of expected values)
 
@@ -666,6 +823,7 @@ def generate(root):
     gen_external_data(root, verify)
     gen_fp16_unsafe(root, verify)
     gen_corrupt(root, verify)
+    gen_shape_models(root, verify)
     return verify
 
 

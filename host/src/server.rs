@@ -50,6 +50,9 @@ pub struct ServerOptions {
     pub gpus_without_driver: bool,
     /// `min-compute-capability` in the backend config (Triton's default 6.0).
     pub min_compute_capability: f64,
+    /// `--model-load-thread-count`: how many models [`Server::load_models`] and
+    /// [`Server::load_repository`] load at once (Triton's default 4).
+    pub model_load_thread_count: usize,
 }
 
 impl ServerOptions {
@@ -65,6 +68,7 @@ impl ServerOptions {
             gpu_count: 0,
             gpus_without_driver: false,
             min_compute_capability: 6.0,
+            model_load_thread_count: 4,
         }
     }
 }
@@ -111,7 +115,12 @@ pub struct Server {
     backend_name: String,
     backend: Mutex<Option<LoadedBackend>>,
     models: Mutex<HashMap<String, Vec<Arc<ModelRuntime>>>>,
-    load_lock: Mutex<()>,
+    /// One lock per model name: loads and unloads of one model are serialized, different
+    /// models load at the same time (as Triton's model-load thread pool does).
+    load_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Model loads running now, and the most seen at once (for tests of parallel loading).
+    loads_running: AtomicUsize,
+    loads_peak: AtomicUsize,
 }
 
 static KEEP: AtomicUsize = AtomicUsize::new(0);
@@ -161,7 +170,9 @@ impl Server {
             backend_name,
             backend: Mutex::new(None),
             models: Mutex::new(HashMap::new()),
-            load_lock: Mutex::new(()),
+            load_locks: Mutex::new(HashMap::new()),
+            loads_running: AtomicUsize::new(0),
+            loads_peak: AtomicUsize::new(0),
         })
     }
 
@@ -311,10 +322,80 @@ impl Server {
         });
     }
 
+    fn model_lock(&self, name: &str) -> Arc<Mutex<()>> {
+        lock(&self.load_locks)
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Loads several models at once on `model_load_thread_count` threads, as Triton loads a
+    /// repository; returns each model's result, in the order given.
+    pub fn load_models(&self, names: &[String]) -> Vec<(String, Result<()>)> {
+        let threads = self
+            .opts
+            .model_load_thread_count
+            .max(1)
+            .min(names.len().max(1));
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<()>>>> =
+            Mutex::new((0..names.len()).map(|_| None).collect());
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (next, results) = (&next, &results);
+                std::thread::Builder::new()
+                    .name(format!("model-load-{t}"))
+                    .spawn_scoped(s, move || loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(name) = names.get(i) else { break };
+                        let r = self.load_model(name);
+                        lock(results)[i] = Some(r);
+                    })
+                    .expect("model load thread starts");
+            }
+        });
+        let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        names
+            .iter()
+            .cloned()
+            .zip(results.into_iter().map(|r| {
+                r.unwrap_or_else(|| Err(Error::internal("the model load thread panicked")))
+            }))
+            .collect()
+    }
+
+    /// Loads every model of the repository (each directory), in parallel as Triton does at
+    /// start-up; returns each model's result, sorted by name.
+    pub fn load_repository(&self) -> Result<Vec<(String, Result<()>)>> {
+        let dir = &self.opts.model_repository;
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(dir)
+            .map_err(|e| Error::not_found(format!("cannot read {}: {e}", dir.display())))?
+        {
+            let e = e?;
+            if e.path().is_dir() {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(self.load_models(&names))
+    }
+
     /// Load (or reload) a model: every version its version policy selects. A reload loads the
     /// new model first and unloads the old one only when that succeeded.
     pub fn load_model(&self, name: &str) -> Result<()> {
-        let _l = lock(&self.load_lock);
+        let l = self.model_lock(name);
+        let _l = lock(&l);
+        self.load_model_locked(name)
+    }
+
+    /// The most model loads whose backend part (ModelInitialize, instance initialization) ran
+    /// at the same time since the server started.
+    pub fn peak_parallel_loads(&self) -> usize {
+        self.loads_peak.load(Ordering::SeqCst)
+    }
+
+    fn load_model_locked(&self, name: &str) -> Result<()> {
         let dir = self.opts.model_repository.join(name);
         if !dir.is_dir() {
             return Err(Error::not_found(format!(
@@ -335,7 +416,12 @@ impl Server {
         let versions = config::select_versions(&dir, &cfg)?;
         let mut loaded: Vec<Arc<ModelRuntime>> = Vec::new();
         for v in versions {
-            match self.load_version(&lib, bh, &dir, name, v, cfg.clone(), &preferred, parallel) {
+            // Counted around the backend's part of the load (ModelInitialize, instances).
+            let now = self.loads_running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.loads_peak.fetch_max(now, Ordering::SeqCst);
+            let r = self.load_version(&lib, bh, &dir, name, v, cfg.clone(), &preferred, parallel);
+            self.loads_running.fetch_sub(1, Ordering::SeqCst);
+            match r {
                 Ok(rt) => loaded.push(Arc::new(rt)),
                 Err(e) => {
                     for rt in loaded {
@@ -704,7 +790,8 @@ impl Server {
 
     /// Unload every version of a model (waits for queued requests to finish).
     pub fn unload_model(&self, name: &str) -> Result<()> {
-        let _l = lock(&self.load_lock);
+        let l = self.model_lock(name);
+        let _l = lock(&l);
         let rts = lock(&self.models)
             .remove(name)
             .ok_or_else(|| Error::not_found(format!("model '{name}' is not loaded")))?;

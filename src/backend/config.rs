@@ -18,7 +18,8 @@ pub struct TensorConfig {
     pub dtype: DataType,
     /// Dims without the batch dimension when `max_batch_size > 0`; `-1` = variable.
     pub dims: Vec<i64>,
-    /// The model-side shape when the config has a `reshape`.
+    /// The model-side shape when the config has a `reshape`; also `Some([])` for a scalar
+    /// tensor of a non-batching model (see [`ModelConfig::bind_scalars`]).
     pub reshape: Option<Vec<i64>>,
     pub optional: bool,
     pub is_shape_tensor: bool,
@@ -271,10 +272,28 @@ impl ModelConfig {
                 ))));
             }
         }
-        if self.inputs.is_empty() {
-            return Err(ctx(Error::invalid_arg(
-                "the config lists no inputs (and auto-complete did not fill them)",
-            )));
+        // Triton core lets a name through twice (its maps keep the first); the model has each
+        // tensor once, so such a config cannot describe it (onnxruntime_backend refuses it too,
+        // through its input count).
+        for (kind, list) in [("input", &self.inputs), ("output", &self.outputs)] {
+            for (i, t) in list.iter().enumerate() {
+                if list[..i].iter().any(|o| o.name == t.name) {
+                    return Err(ctx(Error::invalid_arg(format!(
+                        "{kind} '{}' is listed twice in the config",
+                        t.name
+                    ))));
+                }
+            }
+        }
+        // A model without inputs (a constant generator) is served with an empty input list, as
+        // Triton allows.
+        if self.inputs.is_empty() && !sig.inputs.is_empty() {
+            let names: Vec<&str> = sig.inputs.iter().map(|t| t.name.as_str()).collect();
+            return Err(ctx(Error::invalid_arg(format!(
+                "the config lists no inputs (and auto-complete did not fill them); the model's \
+                 inputs: {}",
+                names.join(", ")
+            ))));
         }
         if self.outputs.is_empty() {
             return Err(ctx(Error::invalid_arg(
@@ -302,6 +321,14 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The rules of Triton's ONNX Runtime backend for one tensor: same data type; a scalar
+    /// (rank-0) model tensor takes config dims of only 1s and cannot batch; otherwise the
+    /// config's shape (batch dim first when `max_batch_size > 0`, `reshape` if given) has the
+    /// model's rank and agrees dim by dim. For an input, a model dim of -1 takes any config dim
+    /// and a fixed one must be repeated, except a fixed 0, which the config can only write as
+    /// -1 (Triton core refuses 0). For an output, -1 on either side matches anything: ONNX
+    /// Runtime's shape inference may fix a dim the file leaves symbolic (and vice versa), and the
+    /// engine's actual output shape is what is served.
     fn check_tensor(&self, kind: &str, c: &TensorConfig, m: &TensorSpec) -> Result<()> {
         if c.dtype != m.dtype {
             return Err(Error::invalid_arg(format!(
@@ -311,40 +338,56 @@ impl ModelConfig {
                 m.dtype.config_name()
             )));
         }
-        let want = self.engine_shape(c);
-        let mut model = m.dims.clone();
-        if self.max_batch_size > 0 {
-            match model.first() {
-                Some(-1) => {}
-                Some(&d) => {
-                    return Err(Error::invalid_arg(format!(
-                        "{kind} '{}': max_batch_size is {} but the model's first dimension is fixed at {d} \
-                         (shape {}); use max_batch_size 0 with full dims, or export the model with a \
-                         dynamic batch dimension",
-                        c.name,
-                        self.max_batch_size,
-                        shape_str(&m.dims)
-                    )))
-                }
-                None => {
-                    return Err(Error::invalid_arg(format!(
-                        "{kind} '{}': max_batch_size is {} but the model's tensor is a scalar",
-                        c.name, self.max_batch_size
-                    )))
-                }
+        if m.dims.is_empty() {
+            if self.max_batch_size > 0 {
+                return Err(Error::invalid_arg(format!(
+                    "{kind} '{}': max_batch_size is {} but the model's tensor is a scalar (shape []), \
+                     which has no batch dimension; use max_batch_size 0 with dims [1]",
+                    c.name, self.max_batch_size
+                )));
             }
-            model[0] = -1;
+            if c.model_dims().iter().any(|&d| d != 1) {
+                return Err(Error::invalid_arg(format!(
+                    "{kind} '{}': the model's tensor is a scalar (shape []); the config's dims \
+                     must be only 1s (dims: [1]), got {}",
+                    c.name,
+                    shape_str(c.model_dims())
+                )));
+            }
+            return Ok(());
         }
-        let dims_ok = want.len() == model.len()
-            && want.iter().zip(&model).all(|(&w, &md)| md == -1 || w == md);
+        if self.max_batch_size > 0 && m.dims[0] != -1 {
+            return Err(Error::invalid_arg(format!(
+                "{kind} '{}': max_batch_size is {} but the model's first dimension is fixed at {} \
+                 (shape {}); use max_batch_size 0 with full dims, or export the model with a \
+                 dynamic batch dimension",
+                c.name,
+                self.max_batch_size,
+                m.dims[0],
+                shape_str(&m.dims)
+            )));
+        }
+        let want = self.engine_shape(c);
+        let output = kind == "output";
+        let dims_ok = want.len() == m.dims.len()
+            && want
+                .iter()
+                .zip(&m.dims)
+                .all(|(&w, &md)| md == -1 || w == md || (w == -1 && (md == 0 || output)));
         if !dims_ok {
             let shown = if self.max_batch_size > 0 {
                 format!("[batch]+{}", shape_str(c.model_dims()))
             } else {
                 shape_str(c.model_dims())
             };
+            let hint = if self.max_batch_size > 0 && m.dims.len() == 1 && c.reshape.is_none() {
+                " (a [batch] tensor is written dims: [1] with reshape: { shape: [ ] })"
+            } else {
+                ""
+            };
             return Err(Error::invalid_arg(format!(
-                "{kind} '{}': the config's dims {} (max_batch_size {}) do not match the model's shape {}",
+                "{kind} '{}': the config's dims {} (max_batch_size {}) do not match the model's \
+                 shape {}{hint}",
                 c.name,
                 shown,
                 self.max_batch_size,
@@ -352,6 +395,26 @@ impl ModelConfig {
             )));
         }
         Ok(())
+    }
+
+    /// After [`ModelConfig::validate`]: a scalar model tensor of a non-batching model (config
+    /// dims of 1s, no reshape: Triton refuses an empty reshape there) is given an internal empty
+    /// reshape, so the engine sees rank 0 while requests and responses carry the config's dims
+    /// (`[1]`), as Triton's ONNX Runtime backend serves them.
+    pub fn bind_scalars(&mut self, sig: &Signature) {
+        if self.max_batch_size > 0 {
+            return;
+        }
+        for (list, model) in [
+            (&mut self.inputs, &sig.inputs),
+            (&mut self.outputs, &sig.outputs),
+        ] {
+            for c in list.iter_mut() {
+                if model.iter().any(|m| m.name == c.name && m.dims.is_empty()) {
+                    c.reshape = Some(Vec::new());
+                }
+            }
+        }
     }
 }
 
@@ -448,5 +511,102 @@ mod tests {
         let e = c.validate(&sig()).unwrap_err();
         assert_eq!(e.code(), crate::ErrorCode::Unsupported);
         assert!(e.to_string().contains("TYPE_STRING"));
+    }
+
+    fn spec(name: &str, dims: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            dtype: DataType::F32,
+            dims: dims.to_vec(),
+        }
+    }
+
+    fn io(mbs: u32, input: Value, output: Value) -> ModelConfig {
+        cfg(json!({"name": "m", "max_batch_size": mbs, "input": [input], "output": [output]}))
+    }
+
+    #[test]
+    fn an_output_dim_fixed_by_shape_inference_matches_a_symbolic_one() {
+        // The reported case: auto-complete wrote [batch]+[-1] from the file's symbolic dim,
+        // ONNX Runtime's session says [-1,384]; and the other way round.
+        let c = io(
+            8,
+            json!({"name": "ids", "data_type": "TYPE_FP32", "dims": [-1]}),
+            json!({"name": "emb", "data_type": "TYPE_FP32", "dims": [-1]}),
+        );
+        let file = Signature {
+            inputs: vec![spec("ids", &[-1, -1])],
+            outputs: vec![spec("emb", &[-1, -1])],
+        };
+        let session = Signature {
+            outputs: vec![spec("emb", &[-1, 384])],
+            ..file.clone()
+        };
+        c.validate(&file).unwrap();
+        c.validate(&session).unwrap();
+        let c384 = io(
+            8,
+            json!({"name": "ids", "data_type": "TYPE_FP32", "dims": [-1]}),
+            json!({"name": "emb", "data_type": "TYPE_FP32", "dims": [384]}),
+        );
+        c384.validate(&file).unwrap();
+        c384.validate(&session).unwrap();
+        // Ranks must still agree, and a fixed output dim must be the model's.
+        let wrong = io(
+            8,
+            json!({"name": "ids", "data_type": "TYPE_FP32", "dims": [-1]}),
+            json!({"name": "emb", "data_type": "TYPE_FP32", "dims": [383]}),
+        );
+        assert!(wrong.validate(&session).is_err());
+    }
+
+    #[test]
+    fn input_dims_zero_dims_and_scalars() {
+        let sig = Signature {
+            inputs: vec![spec("x", &[2, 3]), spec("z", &[2, 0]), spec("s", &[])],
+            outputs: vec![spec("y", &[])],
+        };
+        let make = |x: Value, s: Value| {
+            cfg(json!({"name": "m", "max_batch_size": 0,
+                "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": x},
+                          {"name": "z", "data_type": "TYPE_FP32", "dims": [2, -1]},
+                          {"name": "s", "data_type": "TYPE_FP32", "dims": s}],
+                "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}))
+        };
+        // A fixed input dim must be repeated (-1 does not match 3); a fixed 0 is written -1.
+        make(json!([2, 3]), json!([1])).validate(&sig).unwrap();
+        let e = make(json!([2, -1]), json!([1])).validate(&sig).unwrap_err();
+        assert!(e.to_string().contains("input 'x'"), "{e}");
+        // A scalar takes only 1s.
+        make(json!([2, 3]), json!([1, 1])).validate(&sig).unwrap();
+        let e = make(json!([2, 3]), json!([2])).validate(&sig).unwrap_err();
+        assert!(
+            e.to_string().contains("'s'") && e.to_string().contains("scalar"),
+            "{e}"
+        );
+        // The engine sees rank 0; requests and responses keep the config's dims.
+        let mut c = make(json!([2, 3]), json!([1]));
+        c.bind_scalars(&sig);
+        assert_eq!(c.inputs[2].model_dims(), &[] as &[i64]);
+        assert_eq!(c.inputs[2].dims, vec![1]);
+        assert_eq!(c.outputs[0].model_dims(), &[] as &[i64]);
+        assert_eq!(c.inputs[0].reshape, None);
+        c.validate(&sig).unwrap();
+        // No inputs in the config: fine for a model without inputs only.
+        let gen = Signature {
+            inputs: vec![],
+            outputs: vec![spec("y", &[])],
+        };
+        let none = cfg(json!({"name": "m", "max_batch_size": 0, "input": [],
+            "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}));
+        none.validate(&gen).unwrap();
+        let e = none.validate(&sig).unwrap_err().to_string();
+        assert!(e.contains("no inputs") && e.contains("x, z, s"), "{e}");
+        // A name listed twice (Triton core lets it through).
+        let twice = cfg(json!({"name": "m", "max_batch_size": 0, "input": [],
+            "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]},
+                       {"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}));
+        let e = twice.validate(&gen).unwrap_err().to_string();
+        assert!(e.contains("output 'y' is listed twice"), "{e}");
     }
 }

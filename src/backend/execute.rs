@@ -232,10 +232,10 @@ fn parse_request(inst: &InstanceState, s: &mut Slot) -> Result<()> {
         let shape = input.shape.clone();
         let (b, rest) = if cfg.max_batch_size > 0 {
             match shape.split_first() {
-                Some((&b, rest)) if b >= 1 => (b as usize, rest.to_vec()),
+                Some((&b, rest)) if b >= 0 => (b as usize, rest.to_vec()),
                 _ => {
                     return Err(what(format!(
-                        "shape {} has no batch dimension >= 1",
+                        "shape {} has no batch dimension",
                         shape_str(&shape)
                     )))
                 }

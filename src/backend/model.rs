@@ -112,6 +112,7 @@ impl ModelState {
         let ctx = |e: Error| e.context(format!("model '{name}' version {version}"));
         let mut config = ModelConfig::parse(raw).map_err(ctx)?;
         config.validate(&signature)?;
+        config.bind_scalars(&signature);
         let params = ModelParams::resolve(&config, &backend, &repo)?;
         let model_dir = repo;
         for w in &params.warnings {

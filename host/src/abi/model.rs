@@ -280,11 +280,8 @@ exports! {
         let s = Stamps { exec_start: exec_start_ns, compute_start: compute_start_ns,
                          compute_end: compute_end_ns, exec_end: exec_end_ns };
         check_stamps(f, &s, 0, None)?;
-        if batch_size == 0 {
-            let msg = format!("{f}: batch_size must be >= 1");
-            rules::violation(None, None, msg.clone());
-            return Err(Error::invalid_arg(msg));
-        }
+        // Triton core takes any batch_size: a batch of requests with a zero-size batch
+        // dimension (which core lets through) is reported as 0.
         if crate::scheduler::recording_stats() {
             inst.model.stats.batch(batch_size, s);
         }

@@ -151,6 +151,9 @@ exports! {
         let shape = slice(shape, dims_count as usize, f, "shape")?.to_vec();
         let req = &resp.request;
         check_output(req, f, &name, datatype, &shape)?;
+        // Triton core's InferenceResponse::AddOutput: an output with a `reshape` is given the
+        // config's dims (the client sees `dims`, the model produced `reshape`).
+        let shape = config::response_shape(&req.model.config(), &name, shape);
         let mut outs = lock(&resp.outputs);
         if outs.iter().any(|(_, x)| x.name == name) {
             drop(outs);

@@ -11,7 +11,6 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/model_config_proto/model_config_include.rs"));
 }
 
-use std::collections::HashSet;
 use std::path::Path;
 
 pub use json::{from_json, to_json};
@@ -304,7 +303,6 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
         )));
     }
     let plan = cfg.platform == "tensorrt_plan";
-    let mut names = HashSet::new();
     for i in &cfg.input {
         let io = Io {
             what: "input",
@@ -323,14 +321,9 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
                 i.name
             )));
         }
-        if !names.insert(i.name.clone()) {
-            return Err(Error::invalid_arg(format!(
-                "model '{m}': duplicate input '{}'",
-                i.name
-            )));
-        }
     }
-    let mut names = HashSet::new();
+    // Triton core does not refuse a name listed twice (its input/output maps keep the first);
+    // the backend judges such a config against its model.
     for o in &cfg.output {
         let io = Io {
             what: "output",
@@ -342,20 +335,11 @@ pub fn validate(cfg: &ModelConfig, gpu_count: usize) -> Result<()> {
             non_linear: o.is_non_linear_format_io,
         };
         validate_io(cfg, &io, plan)?;
-        if !names.insert(o.name.clone()) {
-            return Err(Error::invalid_arg(format!(
-                "model '{m}': duplicate output '{}'",
-                o.name
-            )));
-        }
     }
     match &cfg.scheduling_choice {
         Some(Scheduling_choice::DynamicBatching(db)) => {
-            if cfg.max_batch_size == 0 {
-                return Err(Error::invalid_arg(format!(
-                    "model '{m}': dynamic batching requires 'max_batch_size' > 0"
-                )));
-            }
+            // Triton accepts dynamic batching with max_batch_size 0 (every batch is then one
+            // request); only the preferred sizes below are checked against max_batch_size.
             let levels = db.priority_levels;
             if levels != 0 {
                 if db.default_priority_level == 0 || db.default_priority_level > levels {
@@ -561,6 +545,41 @@ fn validate_io(cfg: &ModelConfig, io: &Io, plan: bool) -> Result<()> {
     Ok(())
 }
 
+/// The shape Triton core gives a response output (`InferenceResponse::Output::Reshape`): for an
+/// output with a `reshape`, the batch dim (when the model batches) followed by the config's
+/// `dims`, whose -1s take the values at the reshape's -1s, in order.
+pub fn response_shape(cfg: &ModelConfig, name: &str, shape: Vec<i64>) -> Vec<i64> {
+    let Some(o) = cfg.output.iter().find(|o| o.name == name) else {
+        return shape;
+    };
+    let Some(r) = o.reshape.as_ref() else {
+        return shape;
+    };
+    let batched = cfg.max_batch_size > 0;
+    let offset = usize::from(batched);
+    let mut vars = r
+        .shape
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d == -1)
+        .map(|(i, _)| shape.get(i + offset).copied().unwrap_or(-1))
+        .collect::<std::collections::VecDeque<_>>();
+    let mut out = Vec::with_capacity(o.dims.len() + 1);
+    if batched {
+        if let Some(b) = shape.first() {
+            out.push(*b);
+        }
+    }
+    for d in &o.dims {
+        out.push(if *d == -1 {
+            vars.pop_front().unwrap_or(-1)
+        } else {
+            *d
+        });
+    }
+    out
+}
+
 /// Element count of a fully known shape.
 pub fn element_count(shape: &[i64]) -> Option<u64> {
     shape
@@ -663,6 +682,65 @@ mod tests {
     }
 
     #[test]
+    fn triton_core_rules_for_scalars_zero_dims_and_batching() {
+        let io = |mbs: i32, extra: &str, dims: &str| {
+            cfg(&format!(
+                r#"name: "m" max_batch_size: {mbs} {extra} instance_group [ {{ kind: KIND_CPU }} ]
+                input [ {{ name: "I" data_type: TYPE_FP32 {dims} }} ]
+                output [ {{ name: "O" data_type: TYPE_FP32 dims: [ 2 ] }} ]"#
+            ))
+        };
+        let ok = |c: ModelConfig| {
+            let mut c = c;
+            normalize(&mut c, "m", "mock", 0, &[]).unwrap();
+            validate(&c, 0)
+        };
+        // Accepted by Triton core: a [batch] tensor (dims [1], empty reshape) of a batching
+        // model; a non-batching scalar written dims [1]; dynamic batching with max_batch_size 0;
+        // no inputs at all.
+        ok(io(4, "", "dims: [ 1 ] reshape { shape: [ ] }")).unwrap();
+        ok(io(0, "", "dims: [ 1 ]")).unwrap();
+        ok(io(0, "dynamic_batching { }", "dims: [ 1 ]")).unwrap();
+        ok(cfg(r#"name: "m" instance_group [ { kind: KIND_CPU } ]
+            output [ { name: "O" data_type: TYPE_INT64 dims: [ 2, 3 ] } ]"#))
+        .unwrap();
+        // A name listed twice is not Triton core's concern (the backend refuses it).
+        ok(io(
+            0,
+            "",
+            "dims: [ 1 ] } , { name: \"I\" data_type: TYPE_FP32 dims: [ 1 ]",
+        ))
+        .unwrap();
+        // Refused by Triton core: an empty reshape of a non-batching model (scalars), an empty
+        // reshape for dims that are not one element, a 0 in dims or reshape, no dims.
+        for (mbs, dims) in [
+            (0, "dims: [ 1 ] reshape { shape: [ ] }"),
+            (4, "dims: [ -1 ] reshape { shape: [ ] }"),
+            (4, "dims: [ 2 ] reshape { shape: [ ] }"),
+            (0, "dims: [ 0 ]"),
+            (0, "dims: [ 2, 0 ]"),
+            (0, "dims: [ 1 ] reshape { shape: [ 0 ] }"),
+            (0, ""),
+        ] {
+            assert!(ok(io(mbs, "", dims)).is_err(), "{mbs} {dims}");
+        }
+    }
+
+    #[test]
+    fn response_outputs_with_a_reshape_get_the_config_dims() {
+        let c = cfg(r#"name: "m" max_batch_size: 4
+            output [ { name: "S" data_type: TYPE_FP32 dims: [ 1 ] reshape { shape: [ ] } },
+                     { name: "V" data_type: TYPE_FP32 dims: [ -1, 4 ] reshape { shape: [ -1, 2, 2 ] } },
+                     { name: "P" data_type: TYPE_FP32 dims: [ 3 ] } ]"#);
+        assert_eq!(response_shape(&c, "S", vec![3]), vec![3, 1]);
+        assert_eq!(response_shape(&c, "S", vec![3, 1]), vec![3, 1]);
+        assert_eq!(response_shape(&c, "V", vec![2, 5, 2, 2]), vec![2, 5, 4]);
+        assert_eq!(response_shape(&c, "P", vec![2, 3]), vec![2, 3]);
+        let n = cfg(r#"name: "m" output [ { name: "S" data_type: TYPE_FP32 dims: [ 1 ] } ]"#);
+        assert_eq!(response_shape(&n, "S", vec![]), Vec::<i64>::new());
+    }
+
+    #[test]
     fn validate_rejects_bad_configs() {
         let ok = r#"name: "m" max_batch_size: 4 input [ { name: "I" data_type: TYPE_FP32 dims: [ -1 ] } ] output [ { name: "O" data_type: TYPE_FP32 dims: [ 2 ] } ] instance_group [ { name: "g" kind: KIND_CPU count: 1 } ]"#;
         validate(&cfg(ok), 0).unwrap();
@@ -670,13 +748,11 @@ mod tests {
             ok.replace("TYPE_FP32 dims: [ -1 ]", "TYPE_INVALID dims: [ -1 ]"),
             ok.replace("dims: [ 2 ]", "dims: [ 0 ]"),
             ok.replace("dims: [ 2 ]", ""),
-            ok.replace("max_batch_size: 4", "max_batch_size: 0 dynamic_batching {}"),
             ok.replace(
                 "max_batch_size: 4",
                 "max_batch_size: 4 dynamic_batching { preferred_batch_size: [ 8 ] }",
             ),
             ok.replace("KIND_CPU", "KIND_GPU"),
-            ok.replace("\"O\"", "\"I\"").replace("output", "input"),
             ok.replace("dims: [ 2 ] }", "dims: [ 2 ] is_shape_tensor: true }"),
             ok.replace("dims: [ 2 ] }", "dims: [ 2 ] reshape { shape: [ 3 ] } }"),
             ok.replace(
