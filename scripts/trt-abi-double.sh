@@ -14,6 +14,8 @@
 #   double-selftest                                     the double's own contract test
 # and the shim with scripts/build-trt-shim.sh (target/trt-shim/<major>/libtriton_rusttrt_tensorrt.so),
 # then runs the driver and prints a pass/fail summary; exit status 0 only if every check passed.
+# Then it runs the backend's own native-engine tests (tests/tensorrt.rs) through the host with the
+# shim and the double in place of the C-seam double (RTDBL_BACKEND=0 skips that step).
 # RTDBL_SANITIZE=1 builds everything (the shim too) with AddressSanitizer + UBSan into
 # target/trt-abi-double/<major>-asan/ instead (slower: about 3 minutes of compiling on 2 cores).
 set -euo pipefail
@@ -90,7 +92,19 @@ status=0
 echo "== running the double's self-test (contracts the shim's C interface cannot reach)"
 "$out/double-selftest" "$out/libnvinfer.so.$major" "$out/libnvonnxparser.so.$major" \
     "$root/model_repository/tiny_clip/1/model.onnx" | tee "$out/selftest.log" || status=1
+backend_status=skipped
+if [[ "${RTDBL_BACKEND:-1}" == 1 && "${RTDBL_SANITIZE:-0}" != 1 ]]; then
+    echo "== running the backend over the shim over the double (tests/tensorrt.rs through the host, fake libcuda)"
+    version=$(awk '/#define (TRT|NV_TENSORRT)_(MAJOR|MINOR|PATCH)(_ENTERPRISE)? +[0-9]+/ {print $3}' "$trt_inc/NvInferVersion.h" | head -3 | paste -sd.)
+    if (cd "$root" && RUSTTRT_TEST_TRT_SHIM="$shim" RUSTTRT_TEST_TRT_LIBDIR="$out" RUSTTRT_TEST_TRT_VERSION="$version" \
+        cargo test --test tensorrt -- --test-threads=2 2>&1 | tee "$out/backend.log"); then
+        backend_status=$(grep -E '^test result' "$out/backend.log" | tail -1 | sed 's/test result: //')
+    else
+        backend_status=FAILED
+        status=1
+    fi
+fi
 echo
-echo "TensorRT $major ABI double: $(grep '^SUMMARY' "$out/driver.log" | sed 's/SUMMARY: //') (driver), $(grep '^SELF-TEST' "$out/selftest.log" | sed 's/SELF-TEST: //') (self-test) -> $([[ $status -eq 0 ]] && echo PASS || echo FAIL)"
+echo "TensorRT $major ABI double: $(grep '^SUMMARY' "$out/driver.log" | sed 's/SUMMARY: //') (driver), $(grep '^SELF-TEST' "$out/selftest.log" | sed 's/SELF-TEST: //') (self-test), backend tests: $backend_status -> $([[ $status -eq 0 ]] && echo PASS || echo FAIL)"
 echo "libraries: $out/libnvinfer.so.$major $out/libnvonnxparser.so.$major; shim: $shim"
 exit $status

@@ -26,6 +26,8 @@
 //!   (default 10.99.0, the headers' version); another major is refused as the real shim does;
 //! - `RUSTTRT_SEAM_DOUBLE_REJECT=text` — the parser rejects every model (TensorRT's message
 //!   format, `text` quoted in it);
+//! - `RUSTTRT_SEAM_DOUBLE_NO_LIBRARY=1` — libnvinfer is not on the loader path (when no path
+//!   is given), as the real shim reports it;
 //! - `RUSTTRT_SEAM_DOUBLE_CRASH=build` — the build aborts the process (a crashing builder);
 //! - `RUSTTRT_SEAM_DOUBLE_HANG=build` — the build never returns (a hung builder).
 //!
@@ -464,6 +466,15 @@ pub unsafe extern "C" fn rt_library_open(
                     );
                 }
             }
+        }
+        if nvinfer_path.is_null() && std::env::var_os("RUSTTRT_SEAM_DOUBLE_NO_LIBRARY").is_some() {
+            return fail(
+                RT_ERR_NOT_FOUND,
+                format!(
+                    "cannot open libnvinfer.so.{}: libnvinfer.so.{}: cannot open shared object file: No such file or directory (is TensorRT installed? set the backend config tensorrt-library)",
+                    HEADER_VERSION.0, HEADER_VERSION.0
+                ),
+            );
         }
         let v = claimed_version()?;
         if v.0 != HEADER_VERSION.0 {
