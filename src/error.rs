@@ -90,8 +90,18 @@ impl Error {
         &self.message
     }
     /// Adds a context line ("while loading model 'm'"); shown before the message.
+    /// Adds an outer context ("model 'm'"), unless the error already says exactly that as its
+    /// outermost part (layers that each name the model, or a message from a build worker that
+    /// named it already, read once).
     pub fn context(mut self, ctx: impl Into<String>) -> Self {
-        self.context.push(ctx.into());
+        let ctx = ctx.into();
+        let already = match self.context.last() {
+            Some(last) => *last == ctx,
+            None => self.message.starts_with(&format!("{ctx}: ")),
+        };
+        if !already {
+            self.context.push(ctx);
+        }
         self
     }
     /// Same error with another code (e.g. an engine failure that is the caller's fault).
@@ -161,6 +171,19 @@ macro_rules! bail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_context_is_not_repeated() {
+        let e = Error::internal("model 'm': it broke")
+            .context("model 'm'")
+            .context("model 'm'")
+            .context("instance 'i'")
+            .context("model 'm'");
+        assert_eq!(
+            e.to_string(),
+            "model 'm': instance 'i': model 'm': it broke"
+        );
+    }
 
     #[test]
     fn context_is_printed_outermost_first() {

@@ -340,7 +340,8 @@ std::vector<InputInfo> inputs_of(rt_network* net) {
     return r;
 }
 
-// Batch profiles [lo..hi] (opt = hi) for every input whose first dim is dynamic.
+// Batch profiles [lo..hi] (opt = hi) for every input whose first dim is dynamic; other dynamic
+// dims get 1..256.
 struct ProfileSet {
     std::list<std::string> names;  // the rt_profile_input names point into these
     std::vector<std::vector<rt_profile_input>> inputs;
@@ -351,6 +352,11 @@ struct ProfileSet {
             if (in.dims.empty() || in.dims[0] != -1) continue;
             std::vector<int64_t> mn = in.dims, op = in.dims, mx = in.dims;
             mn[0] = lo; op[0] = hi; mx[0] = hi;
+            // Other dynamic dims (a text encoder's sequence length): 1..256, tuned for 64, as an
+            // explicit trt_profile_*_shapes range would give them.
+            for (size_t i = 1; i < in.dims.size(); ++i) {
+                if (in.dims[i] == -1) { mn[i] = 1; op[i] = 64; mx[i] = 256; }
+            }
             names.push_back(in.name);
             inputs.back().push_back({names.back().c_str(), dims(mn), dims(op), dims(mx)});
         }
