@@ -997,3 +997,63 @@ fn builds_run_in_the_worker_and_its_log_is_forwarded() {
         },
     );
 }
+
+/// Zero-size tensors through the native engine and the GPU data path: a `[0,3]` input and a
+/// `[2,0]` one, from pageable, pinned and device memory, come back as empty outputs of the right
+/// shapes.
+#[test]
+fn native_engine_serves_zero_size_tensors() {
+    let _ = fake_gpu("native_engine_serves_zero_size_tensors", &[], || {
+        let repo = Repo::new();
+        repo.add(
+            "z",
+            &test_model("zero_dim"),
+            Some(
+                "backend: \"rusttrt\"\nmax_batch_size: 0\ninstance_group [ { kind: KIND_GPU } ]\n\
+                 parameters { key: \"engine\" value: { string_value: \"tensorrt\" } }\n\
+                 parameters { key: \"precision_mode\" value: { string_value: \"FP32\" } }\n\
+                 parameters { key: \"trt_profile_min_shapes\" value: { string_value: \"x:0x3\" } }\n\
+                 parameters { key: \"trt_profile_opt_shapes\" value: { string_value: \"x:2x3\" } }\n\
+                 parameters { key: \"trt_profile_max_shapes\" value: { string_value: \"x:4x3\" } }\n",
+            ),
+        );
+        let s = trt_server(&repo, &[]);
+        s.load_model("z").unwrap();
+        for mem in [MemoryType::Cpu, MemoryType::CpuPinned, MemoryType::Gpu] {
+            let mut req = InferRequest::new(
+                "empty",
+                vec![
+                    rusttrt_host::InputTensor::f32("x", &[0, 3], &[]).split(usize::MAX, mem),
+                    rusttrt_host::InputTensor::f32("z", &[2, 0], &[]).split(usize::MAX, mem),
+                ],
+            );
+            req.output_memory = mem;
+            let resp = s.infer("z", req).unwrap();
+            assert!(resp.error.is_none(), "{mem:?}: {:?}", resp.error);
+            assert_eq!(resp.output("x2").unwrap().shape, vec![0, 3], "{mem:?}");
+            assert_eq!(resp.output("z1").unwrap().shape, vec![2, 0], "{mem:?}");
+            assert!(resp.outputs.iter().all(|o| o.bytes.is_empty()));
+        }
+        // A non-empty request of the same model still computes.
+        let resp = s
+            .infer(
+                "z",
+                InferRequest::new(
+                    "two",
+                    vec![
+                        rusttrt_host::InputTensor::f32(
+                            "x",
+                            &[2, 3],
+                            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                        ),
+                        rusttrt_host::InputTensor::f32("z", &[2, 0], &[]),
+                    ],
+                ),
+            )
+            .unwrap();
+        assert!(resp.error.is_none(), "{:?}", resp.error);
+        assert_eq!(resp.output("x2").unwrap().shape, vec![2, 3]);
+        assert_clean(&s);
+        assert_no_violation(&s);
+    });
+}

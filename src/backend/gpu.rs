@@ -110,7 +110,8 @@ impl GpuIo {
             .unwrap_or(std::ptr::null());
         let mut staging = staging;
         let (mut off, mut soff) = (0usize, 0usize);
-        for c in chunks {
+        // Empty chunks (a zero-size tensor) carry nothing to copy.
+        for c in chunks.iter().filter(|c| c.len > 0) {
             match c.memory_type {
                 TRITONSERVER_MEMORY_CPU if !self.pinned_inputs => {
                     // SAFETY: Triton guarantees `len` readable host bytes at `ptr` until release,

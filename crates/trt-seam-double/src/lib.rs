@@ -1367,9 +1367,13 @@ fn run(c: &RtContext, zeros: bool) -> R<Outputs> {
             let addr = *c.addresses.get(name.as_ref()).ok_or_else(|| {
                 Fail(RT_ERR_INVALID_ARG, format!("input '{name}' has no address"))
             })?;
-            // SAFETY: the caller set `addr` to a buffer of at least the tensor's size (the
-            // interface's contract); under the fake CUDA driver device memory is host memory.
-            unsafe { std::slice::from_raw_parts(addr as *const u8, bytes) }.to_vec()
+            if bytes == 0 {
+                Vec::new()
+            } else {
+                // SAFETY: the caller set `addr` to a buffer of at least the tensor's size (the
+                // interface's contract); under the fake CUDA driver device memory is host memory.
+                unsafe { std::slice::from_raw_parts(addr as *const u8, bytes) }.to_vec()
+            }
         });
     }
     let mut values = Vec::new();
@@ -1398,8 +1402,13 @@ fn run(c: &RtContext, zeros: bool) -> R<Outputs> {
         };
         let n: i64 = shape.iter().product();
         let bytes = n.max(0) as usize * dtype_size(io.dtype);
-        // SAFETY: ONNX Runtime's CPU output holds `bytes` bytes at data_ptr while `t` lives.
-        let data = unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, bytes) }.to_vec();
+        let data = if bytes == 0 {
+            // An empty tensor may have no data pointer at all.
+            Vec::new()
+        } else {
+            // SAFETY: ONNX Runtime's CPU output holds `bytes` bytes at data_ptr while `t` lives.
+            unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, bytes) }.to_vec()
+        };
         result.push((name, shape, data));
     }
     Ok(result)
