@@ -23,6 +23,7 @@ pub mod triton;
 pub mod backend;
 
 pub mod cache;
+pub mod compare;
 pub mod cuda;
 pub mod engine;
 pub mod onnx;

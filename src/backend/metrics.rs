@@ -155,7 +155,7 @@ impl ModelMetrics {
         if let Some(secs) = outcome.build_seconds {
             s.build.set(secs).unwrap_or_else(warn);
         }
-        let Ok((meta, _)) = super::engines::unwrap(&outcome.artifact) else {
+        let Ok((meta, _)) = super::envelope::unwrap(&outcome.artifact) else {
             return;
         };
         *self.last_served.lock().unwrap_or_else(|p| p.into_inner()) =

@@ -6,9 +6,12 @@
 pub mod api;
 pub mod autocomplete;
 pub mod config;
+pub mod engine_key;
 pub mod engines;
+pub mod envelope;
 pub mod execute;
 pub mod gpu;
+pub mod guard;
 pub mod metrics;
 pub mod model;
 pub mod params;

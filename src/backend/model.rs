@@ -247,7 +247,7 @@ impl ModelState {
     /// `<first usable cache location>/rusttrt-cache-v<N>`, where timing caches and ONNX Runtime's
     /// TensorRT caches live beside our entries (`None` when no location is writable).
     fn cache_root(&self) -> Result<Option<std::path::PathBuf>> {
-        let cfg = super::engines::cache_config(self)?;
+        let cfg = super::engine_key::cache_config(self)?;
         Ok(cfg
             .locations
             .iter()

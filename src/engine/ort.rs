@@ -640,7 +640,7 @@ impl OrtEngine {
                 io(&self.signature.inputs).map_err(ctx)?,
                 io(&self.signature.outputs).map_err(ctx)?,
             );
-            let bytes = crate::onnx::fp16::specialize_batch(&base, b as i64)
+            let bytes = crate::onnx::specialize::specialize_batch(&base, b as i64)
                 .and_then(|m| m.to_bytes())
                 .map_err(ctx)?;
             let session = self

@@ -6,6 +6,7 @@
 //! parse/serialize round trip as unknown fields.
 
 pub mod fp16;
+pub mod specialize;
 
 /// Generated protobuf code (`proto::onnx::ModelProto`, ...); see `proto/onnx.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -138,7 +138,7 @@ pub fn cache(args: &CacheArgs) -> Result<()> {
             max_size,
         } => {
             let cap =
-                triton_rusttrt::backend::engines::parse_size(max_size).map_err(Error::from)?;
+                triton_rusttrt::backend::engine_key::parse_size(max_size).map_err(Error::from)?;
             for loc in locations(cache_dir, model_repository)? {
                 let r = cache::prune(&loc, cap).map_err(Error::from)?;
                 for w in &r.warnings {

@@ -1,4 +1,6 @@
 use super::*;
+use crate::compare::cosine_and_rel_l2;
+use crate::onnx::specialize::specialize_batch;
 use crate::onnx::testutil::*;
 use crate::onnx::ValueInfoProto;
 
@@ -657,22 +659,6 @@ fn specialize_batch_sets_first_dims() {
     let w = &s.graph().input[1];
     assert_eq!(w, &m.graph().input[1], "initializer inputs untouched");
     assert!(specialize_batch(&m, 0).is_err());
-}
-
-#[test]
-fn cosine_and_rel_l2_basics() {
-    let a = [1.0, 0.0, 0.0, 2.0];
-    assert_eq!(cosine_and_rel_l2(&a, &a, 2), (1.0, 0.0));
-    let (c, _) = cosine_and_rel_l2(&a, &[1.0, 0.0, 0.0, -2.0], 2);
-    assert!((c + 1.0).abs() < 1e-6, "second row is opposite: {c}");
-    let (c, rel) = cosine_and_rel_l2(&a, &[2.0, 0.0, 0.0, 4.0], 2);
-    assert!((c - 1.0).abs() < 1e-6);
-    assert!((rel - 1.0).abs() < 1e-6, "b = 2a: rel L2 1, got {rel}");
-    assert_eq!(cosine_and_rel_l2(&[0.0; 2], &[0.0; 2], 0), (1.0, 0.0));
-    assert_eq!(cosine_and_rel_l2(&[0.0, 1.0], &[0.0, 0.0], 1).0, 0.0);
-    assert!(cosine_and_rel_l2(&[f32::NAN, 1.0], &[1.0, 1.0], 2)
-        .0
-        .is_nan());
 }
 
 #[test]
