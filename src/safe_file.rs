@@ -64,12 +64,13 @@ fn kind_of(meta: &Metadata) -> &'static str {
 
 fn io_error(e: &io::Error, what: &str, path: &Path) -> Error {
     let code = match e.kind() {
-        io::ErrorKind::NotFound => ErrorCode::NotFound,
+        // A path through a regular file (ENOTDIR) names nothing either.
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => ErrorCode::NotFound,
         io::ErrorKind::PermissionDenied => ErrorCode::Unavailable,
         _ => match e.raw_os_error() {
-            // A socket (ENXIO), a symlink where O_NOFOLLOW forbids one (ELOOP), a path through
-            // a non-directory (ENOTDIR): the file is not what it should be.
-            Some(libc::ENXIO) | Some(libc::ELOOP) | Some(libc::ENOTDIR) => ErrorCode::InvalidArg,
+            // A socket (ENXIO), a symlink where O_NOFOLLOW forbids one (ELOOP): the file is
+            // not what it should be.
+            Some(libc::ENXIO) | Some(libc::ELOOP) => ErrorCode::InvalidArg,
             _ => ErrorCode::Internal,
         },
     };
@@ -113,12 +114,12 @@ pub fn open_regular(path: &Path, what: &str) -> Result<SafeFile> {
 /// resolves outside `dir`.
 pub fn resolve_in_dir(dir: &Path, path: &Path, what: &str) -> Result<PathBuf> {
     let base = dir.canonicalize().map_err(|e| {
+        let code = match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => ErrorCode::NotFound,
+            _ => ErrorCode::Internal,
+        };
         Error::new(
-            if e.kind() == io::ErrorKind::NotFound {
-                ErrorCode::NotFound
-            } else {
-                ErrorCode::Internal
-            },
+            code,
             format!(
                 "cannot resolve the directory {} of {what}: {e}",
                 dir.display()
@@ -243,6 +244,37 @@ pub fn read_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
     read_all(&mut open_regular(path, what)?, limit, what)
 }
 
+/// The effective user id of this process.
+pub fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether a file or directory (its `stat`) could have been planted or changed by someone else
+/// than this process's user: `Err(why)` when it is owned by another user than this process's
+/// (root excepted: root can change anything anyway) or is writable by its group or by others.
+/// The rule OpenSSH applies to key files and their directories.
+pub fn check_owner_and_mode(meta: &Metadata) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    check_owner_and_mode_of(meta.uid(), meta.mode(), current_uid())
+}
+
+/// [`check_owner_and_mode`] on an owner `uid` and a `mode`, for a process running as `me`.
+pub fn check_owner_and_mode_of(uid: u32, mode: u32, me: u32) -> std::result::Result<(), String> {
+    if uid != me && uid != 0 {
+        return Err(format!(
+            "owned by uid {uid}, not by this process's uid {me} (or root)"
+        ));
+    }
+    let mode = mode & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "writable by its group or by others (mode {mode:04o})"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +336,25 @@ mod tests {
         symlink(&secret, d.path().join("k.lock")).unwrap();
         assert!(open_or_create_in_dir(d.path(), &d.path().join("k.lock"), "lock").is_err());
         assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn owner_and_mode_rule() {
+        assert!(check_owner_and_mode_of(1000, 0o40700, 1000).is_ok());
+        assert!(check_owner_and_mode_of(1000, 0o100644, 1000).is_ok());
+        assert!(
+            check_owner_and_mode_of(0, 0o40755, 1000).is_ok(),
+            "root-owned is trusted"
+        );
+        let e = check_owner_and_mode_of(1001, 0o40700, 1000).unwrap_err();
+        assert!(e.contains("uid 1001"), "{e}");
+        let e = check_owner_and_mode_of(1000, 0o40777, 1000).unwrap_err();
+        assert!(e.contains("0777"), "{e}");
+        assert!(check_owner_and_mode_of(1000, 0o100620, 1000).is_err());
+        assert!(
+            check_owner_and_mode_of(0, 0o41777, 0).is_err(),
+            "sticky /tmp-like dirs too"
+        );
     }
 
     #[test]

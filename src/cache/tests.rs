@@ -897,3 +897,179 @@ fn a_hand_made_key_that_disagrees_with_its_fields_is_refused() {
     assert!(cache.get_or_build(&bad, "m", || Ok(vec![1])).is_err());
     assert!(files_below(dir.path()).is_empty());
 }
+
+// ---- hardening (issue 9, items 1 and 6): planted cache files ----------------------------------
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn cache_directories_are_created_0700_and_entries_0644() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("new-location");
+    let cache = cache_at(&[&loc]);
+    let k = key("modes", "");
+    let out = cache.get_or_build(&k, "m", || Ok(payload(1, 100))).unwrap();
+    assert_eq!(out.status, CacheStatus::Miss);
+    let root = cache_dir(&loc);
+    assert_eq!(mode_of(&loc), 0o700);
+    assert_eq!(mode_of(&root), 0o700);
+    assert_eq!(mode_of(&shard_dir(&root, &k.digest)), 0o700);
+    assert_eq!(mode_of(out.location.as_ref().unwrap()), 0o644);
+    let timing = cache.store_timing_cache("t", b"x").unwrap();
+    assert_eq!(mode_of(timing.parent().unwrap()), 0o700);
+}
+
+#[test]
+fn a_cache_dir_writable_by_others_is_refused_and_the_build_kept_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(&[dir.path()]);
+    let k = key("world-writable-dir", "");
+    cache.get_or_build(&k, "m", || Ok(payload(1, 100))).unwrap();
+    let root = cache_dir(dir.path());
+    for (shard, mode) in [(false, 0o777), (true, 0o770)] {
+        let k = key("world-writable-dir", &format!("{mode:o}"));
+        let d = if shard {
+            shard_dir(&root, &k.digest)
+        } else {
+            root.clone()
+        };
+        fs::create_dir_all(&d).unwrap();
+        chmod(&d, mode);
+        let builds = AtomicUsize::new(0);
+        // A planted entry sits there already; it must not be read.
+        let planted = entry_file(&root, &k.digest, "engine");
+        let header = encode_header(&k, b"planted");
+        if mode == 0o777 {
+            fs::create_dir_all(planted.parent().unwrap()).unwrap();
+            fs::write(&planted, [header.as_slice(), b"planted"].concat()).unwrap();
+            chmod(&planted, 0o644);
+        }
+        let out = cache
+            .get_or_build(&k, "m", || {
+                builds.fetch_add(1, Ordering::SeqCst);
+                Ok(payload(2, 100))
+            })
+            .unwrap();
+        assert_eq!(
+            builds.load(Ordering::SeqCst),
+            1,
+            "must rebuild, not trust the entry"
+        );
+        assert!(
+            matches!(out.status, CacheStatus::MemoryOnly { .. }),
+            "{:?}",
+            out.status
+        );
+        assert_eq!(*out.artifact, payload(2, 100));
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains("not trusted") && w.contains(&format!("{mode:04o}"))),
+            "{:?}",
+            out.warnings
+        );
+        chmod(&d, 0o700);
+    }
+}
+
+#[test]
+fn an_entry_writable_by_others_or_owned_by_another_user_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(&[dir.path()]);
+    let k = key("untrusted-entry", "");
+    let out = cache.get_or_build(&k, "m", || Ok(payload(1, 100))).unwrap();
+    let path = out.location.unwrap();
+    chmod(&path, 0o666);
+    let out = cache.get_or_build(&k, "m", || Ok(payload(2, 100))).unwrap();
+    match &out.status {
+        CacheStatus::Rebuilt { reason } => assert!(reason.contains("0666"), "{reason}"),
+        s => panic!("expected a rebuild, got {s:?}"),
+    }
+    assert_eq!(*out.artifact, payload(2, 100));
+    assert_eq!(mode_of(&path), 0o644, "the replacement is ours and 0644");
+
+    // Owned by another user: only root can make such a file; the rule itself is covered by
+    // safe_file's owner_and_mode_rule test everywhere.
+    if crate::safe_file::current_uid() == 0 {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 4242, 4242) }, 0);
+        let out = cache.get_or_build(&k, "m", || Ok(payload(3, 100))).unwrap();
+        match &out.status {
+            CacheStatus::Rebuilt { reason } => assert!(reason.contains("uid 4242"), "{reason}"),
+            s => panic!("expected a rebuild, got {s:?}"),
+        }
+    }
+}
+
+#[test]
+fn planted_fifos_and_symlinks_in_the_cache_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("loc");
+    let cache = cache_at(&[&loc]);
+    let root = cache_dir(&loc);
+
+    // An entry that is a FIFO: refused at once (an open without O_NONBLOCK would block).
+    let k = key("fifo-entry", "");
+    let entry = entry_file(&root, &k.digest, "engine");
+    prepare_dir(entry.parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(entry.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (c2, k2) = (cache.clone(), k.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(c2.get_or_build(&k2, "m", || Ok(payload(1, 10))));
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a FIFO cache entry blocked the lookup")
+        .unwrap();
+    match &out.status {
+        CacheStatus::Rebuilt { reason } => assert!(reason.contains("FIFO"), "{reason}"),
+        s => panic!("expected a rebuild, got {s:?}"),
+    }
+
+    // An entry that is a symlink to a valid entry outside the cache: not read.
+    let k = key("symlink-entry", "");
+    let foreign = outside.path().join("foreign.engine");
+    fs::write(
+        &foreign,
+        [encode_header(&k, b"evil").as_slice(), b"evil"].concat(),
+    )
+    .unwrap();
+    let entry = entry_file(&root, &k.digest, "engine");
+    prepare_dir(entry.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&foreign, &entry).unwrap();
+    let out = cache.get_or_build(&k, "m", || Ok(payload(2, 10))).unwrap();
+    assert_eq!(*out.artifact, payload(2, 10));
+    assert!(
+        matches!(&out.status, CacheStatus::Rebuilt { reason } if reason.contains("outside")),
+        "{:?}",
+        out.status
+    );
+
+    // A lock file that is a symlink out of the cache: not followed, nothing created there.
+    let k = key("symlink-lock", "");
+    let lock = entry_file(&root, &k.digest, "lock");
+    prepare_dir(lock.parent().unwrap()).unwrap();
+    let target = outside.path().join("created-through-the-link");
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    let out = cache.get_or_build(&k, "m", || Ok(payload(3, 10))).unwrap();
+    assert_eq!(out.status, CacheStatus::Miss);
+    assert!(!target.exists(), "the lock was opened through the symlink");
+    assert!(
+        out.warnings.iter().any(|w| w.contains("cannot lock")),
+        "{:?}",
+        out.warnings
+    );
+}
