@@ -205,6 +205,18 @@ impl OnnxModel {
         Ok(out)
     }
 
+    /// Opens every external data file the model refers to through [`open_external`] (no byte
+    /// is read): each must be a regular file that stays inside the model's directory once
+    /// symlinks are resolved. Run at load, before an engine library opens them by path.
+    pub fn check_external_data(&self) -> Result<()> {
+        let base = self.base_dir();
+        for f in self.external_data_files()? {
+            let rel = f.strip_prefix(base).unwrap_or(&f);
+            open_external(base, rel, &self.path)?;
+        }
+        Ok(())
+    }
+
     /// Reads every externally stored tensor into its `raw_data` and clears its external
     /// reference, so the model is self-contained. Files are opened by [`open_external`].
     ///
