@@ -329,11 +329,25 @@ fn parse_request(inst: &InstanceState, s: &mut Slot) -> Result<()> {
             )));
         }
     }
-    s.outputs = if outs.is_empty() {
-        cfg.outputs.iter().map(|c| c.name.clone()).collect()
-    } else {
-        outs
-    };
+    // Only what the request asks for, each once. Triton core fills the list with every output
+    // when the client names none and keeps it as a set, so an empty list or a repeated name
+    // never comes from Triton; answering with outputs that were not requested, or twice, would
+    // break its rules on responses (both found by tests/fuzz.rs).
+    if outs.is_empty() {
+        return Err(Error::invalid_arg(format!(
+            "the request asks for no output (the model's outputs: {})",
+            cfg.outputs
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    s.outputs = outs
+        .into_iter()
+        .filter(|o| seen.insert(o.clone()))
+        .collect();
     Ok(())
 }
 
