@@ -243,3 +243,57 @@ fn external_data_symlinked_out_or_a_fifo_fails_the_load() {
         );
     }
 }
+
+/// Found by tests/fuzz.rs (request_tensors): a request that names no output got every output
+/// (Triton's rule: a response carries only requested outputs; now its own INVALID_ARG, as
+/// Triton never sends one), and one naming an output twice got it twice (a rule violation,
+/// then an error response with outputs, then no response).
+#[test]
+fn only_requested_outputs_each_once() {
+    let repo = Repo::new();
+    repo.add(
+        "m",
+        &test_model("multi_io"),
+        Some("backend: \"rusttrt\"\nmax_batch_size: 8\n"),
+    );
+    let server = server(&repo);
+    server.load_model("m").unwrap();
+    let req = |outputs: &[&str]| {
+        let mut r = InferRequest::new(
+            "outs",
+            vec![
+                InputTensor::f32("A", &[1, 4], &[1.0, 2.0, 3.0, 4.0]),
+                InputTensor::new(
+                    "B",
+                    triton_abi::TRITONSERVER_TYPE_INT64,
+                    &[1, 2],
+                    vec![0; 16],
+                ),
+            ],
+        );
+        r.outputs = Some(outputs.iter().map(|s| s.to_string()).collect());
+        r
+    };
+    let resp = server
+        .submit_unchecked("m", req(&[]))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let (code, msg) = resp.error.clone().expect("no output requested");
+    assert_eq!(code, TRITONSERVER_ERROR_INVALID_ARG, "{msg}");
+    assert!(msg.contains("asks for no output"), "{msg}");
+    assert!(resp.outputs.is_empty(), "{:?}", resp.outputs);
+    let resp = server
+        .submit_unchecked("m", req(&["ROWSUM", "SUM", "ROWSUM"]))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(resp.error.is_none(), "{:?}", resp.error);
+    let names: Vec<&str> = resp.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names.contains(&"ROWSUM") && names.contains(&"SUM"),
+        "{names:?}"
+    );
+    assert_clean(&server);
+}

@@ -1250,8 +1250,16 @@ fn prec_tag(p: Prec) -> &'static str {
     }
 }
 
+/// Element count of a tensor's dims (a negative dim counts as 0). Dims whose product overflows
+/// give `usize::MAX`, which no data matches: [`float_values`] then refuses the tensor.
 fn numel(t: &TensorProto) -> usize {
-    t.dims.iter().map(|&d| d.max(0) as usize).product()
+    if t.dims.iter().any(|&d| d <= 0) {
+        return 0;
+    }
+    t.dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+        .unwrap_or(usize::MAX)
 }
 
 fn constant_numel(n: &NodeProto) -> usize {

@@ -431,3 +431,20 @@ fn a_huge_declared_external_length_is_a_clear_error() {
     let e = m.inline_external_data().unwrap_err();
     assert!(e.to_string().contains("lies outside"), "{e}");
 }
+
+/// Found by tests/fuzz.rs (onnx_models): an initializer whose dims multiply past `usize`
+/// overflowed the converter's element count (a panic in debug builds, a wrong count in release).
+#[test]
+fn fp16_conversion_of_a_tensor_with_overflowing_dims_is_an_error() {
+    let mut t = tensor_f32("w", &[1 << 31, 1 << 40], &[]);
+    t.raw_data = None;
+    let m = Gb::new("g")
+        .input("x", F32, &[-1, 3])
+        .init(t)
+        .output("y", F32, &[-1, 3])
+        .node("Mul", &["x", "w"], &["y"], vec![])
+        .onnx(17);
+    let e = fp16::convert_to_fp16(&m, &fp16::Fp16Options::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArg);
+    assert!(e.to_string().contains("'w'"), "{e}");
+}
