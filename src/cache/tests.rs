@@ -1110,3 +1110,82 @@ mod fuzz {
         }
     }
 }
+
+const KILL_ENV: &str = "RUSTTRT_CACHE_TEST_KILL_DIR";
+
+/// kill -9 of a process in the middle of a build (holding the key's flock): the lock dies with
+/// it, so the next process builds at once (no wait, no stale lock), and nothing half-written is
+/// ever read.
+#[test]
+fn a_build_killed_with_sigkill_leaves_the_key_usable() {
+    let key_of = |dir: &Path| {
+        CacheKey::builder()
+            .field(
+                "model_digest",
+                fs::read_to_string(dir.join("nonce")).unwrap(),
+            )
+            .build()
+    };
+    let cache_of = |dir: &Path| {
+        EngineCache::new(CacheConfig {
+            locations: vec![dir.join("cache")],
+            max_bytes: None,
+            memory_fallback: false,
+        })
+    };
+    if let Ok(dir) = std::env::var(KILL_ENV) {
+        let dir = PathBuf::from(dir);
+        let _ = cache_of(&dir).get_or_build(&key_of(&dir), "m", || {
+            fs::write(dir.join("building"), b"").unwrap();
+            std::thread::sleep(Duration::from_secs(120));
+            Ok(payload(1, 10))
+        });
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("nonce"),
+        format!("kill-{:?}", SystemTime::now()),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "cache::tests::a_build_killed_with_sigkill_leaves_the_key_usable",
+            "--test-threads=1",
+        ])
+        .env(KILL_ENV, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.path().join("building").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the child never started building"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // A write that was cut short leaves a temp file: never read, pruned when stale.
+    let k = key_of(dir.path());
+    let root = cache_dir(&dir.path().join("cache"));
+    fs::write(
+        shard_dir(&root, &k.digest).join(format!(".{}.engine.99999.0.tmp", k.digest)),
+        b"RTRTCACH half",
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(cache_of(&d).get_or_build(&key_of(&d), "m", || Ok(payload(2, 10))));
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the lock of the killed builder was not released")
+        .unwrap();
+    assert_eq!(out.status, CacheStatus::Miss);
+    assert_eq!(*out.artifact, payload(2, 10));
+}
