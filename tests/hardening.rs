@@ -297,3 +297,93 @@ fn only_requested_outputs_each_once() {
     );
     assert_clean(&server);
 }
+
+/// The FP16 guard looks up embedding rows over the whole table (issue 9, item 4): a table whose
+/// rows 0 and 1 are harmless and whose other rows hold values FP16 cannot represent (clamped to
+/// 65504) fails the guard and is served in FP32. Before, the guard fed indices 0 and 1 only,
+/// passed, and the FP16 engine served 65504 for 1e5.
+#[test]
+fn the_fp16_guard_looks_up_the_whole_embedding_table() {
+    use triton_rusttrt::onnx::proto::onnx::TensorProto;
+    let rows = 1000usize;
+    let width = 8usize;
+    let mut values = Vec::with_capacity(rows * width);
+    for r in 0..rows {
+        for c in 0..width {
+            let v = if r < 2 {
+                (c as f32 - 3.5) / 4.0
+            } else if c % 2 == 0 {
+                1e5 + r as f32
+            } else {
+                0.25
+            };
+            values.push(v);
+        }
+    }
+    let mut table = TensorProto::new();
+    table.set_name("table".into());
+    table.set_data_type(1);
+    table.dims = vec![rows as i64, width as i64];
+    table.raw_data = Some(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+    let mut g = GraphProto::new();
+    g.set_name("embedding".into());
+    g.input.push(vi("ids", 7, &["batch", "seq"]));
+    g.output.push(vi("emb", 1, &["batch", "seq", "8"]));
+    g.initializer.push(table);
+    let mut n = NodeProto::new();
+    n.set_op_type("Gather".into());
+    n.input.extend(["table".to_string(), "ids".to_string()]);
+    n.output.push("emb".into());
+    g.node.push(n);
+    let mut m = ModelProto::new();
+    m.set_ir_version(8);
+    let mut o = OperatorSetIdProto::new();
+    o.set_version(17);
+    m.opset_import.push(o);
+    m.graph = MessageField::some(g);
+    let repo = Repo::new();
+    let dir = repo.path().join("e");
+    std::fs::create_dir_all(dir.join("1")).unwrap();
+    std::fs::write(dir.join("1/model.onnx"), m.write_to_bytes().unwrap()).unwrap();
+    std::fs::write(
+        dir.join("config.pbtxt"),
+        "backend: \"rusttrt\"\nmax_batch_size: 4\ninstance_group [ { kind: KIND_CPU } ]\n\
+         parameters { key: \"precision_mode\" value: { string_value: \"FP16\" } }\n",
+    )
+    .unwrap();
+    let server = server(&repo);
+    server.load_model("e").unwrap();
+    assert!(
+        !log_matching(&server, "indices over [0, 1000)").is_empty(),
+        "{:#?}",
+        server.log_lines()
+    );
+    assert!(
+        !log_matching(&server, "values clamped").is_empty(),
+        "{:#?}",
+        server.log_lines()
+    );
+    assert!(
+        !log_matching(&server, "fails the accuracy guard").is_empty(),
+        "{:#?}",
+        server.log_lines()
+    );
+    let ids: Vec<u8> = [5i64, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let resp = server
+        .infer(
+            "e",
+            InferRequest::new(
+                "lookup",
+                vec![InputTensor::new(
+                    "ids",
+                    triton_abi::TRITONSERVER_TYPE_INT64,
+                    &[1, 2],
+                    ids,
+                )],
+            ),
+        )
+        .unwrap();
+    assert!(resp.error.is_none(), "{:?}", resp.error);
+    assert_eq!(resp.outputs[0].as_f32()[0], 1e5 + 5.0, "served in FP32");
+    assert_clean(&server);
+}

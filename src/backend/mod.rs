@@ -9,6 +9,7 @@ pub mod config;
 pub mod engines;
 pub mod execute;
 pub mod gpu;
+pub mod guard_inputs;
 pub mod model;
 pub mod params;
 
