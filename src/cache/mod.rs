@@ -270,8 +270,13 @@ fn touch(path: &Path) {
 pub(crate) fn check_trusted_dirs(root: &Path, sub: &Path) -> std::result::Result<(), String> {
     for d in [root, sub] {
         match fs::metadata(d) {
-            Ok(m) => crate::safe_file::check_owner_and_mode(&m)
-                .map_err(|why| format!("{} is not trusted: {why}", d.display()))?,
+            Ok(m) => crate::safe_file::check_owner_and_mode(&m).map_err(|why| {
+                format!(
+                    "{} is not trusted: {why}; make it the server user's and `chmod go-w` it \
+                         to use it",
+                    d.display()
+                )
+            })?,
             // Nothing there (or a path through a file): nothing that could be planted; a
             // location that cannot hold a directory is reported as unusable elsewhere.
             Err(e)
