@@ -429,14 +429,18 @@ fn accuracy_guard(
     // What serving will see: indices over their tables, masks with real tokens, realistic
     // sequence lengths, floats over fp16_guard_input_range (backend::guard_inputs).
     let graph = crate::onnx::OnnxModel::load(&spec.model_path).ok();
-    let generated = super::guard_inputs::guard_inputs(&state.config, graph.as_ref(), batch, seed)
-        .map_err(ctx)?;
+    let model_dir = spec.model_path.parent().and_then(std::path::Path::parent);
+    let generated =
+        super::guard_inputs::guard_inputs(&state.config, graph.as_ref(), model_dir, batch, seed)
+            .map_err(ctx)?;
     log!(
         Info,
         "model '{}': FP16 accuracy guard inputs: {}",
         state.name,
         generated.notes.join("; ")
     );
+    // Sample files (fp16_guard_inputs) may bring another number of rows.
+    let batch = generated.batch;
     let (shapes, data) = (generated.shapes, generated.data);
     let inputs: Vec<TensorRef<'_>> = state
         .config

@@ -13,6 +13,10 @@
 //! - **Floats over a range a config can set**: `fp16_guard_input_range` (`"lo,hi"`, or `"r"` for
 //!   `[-r, r]`; default `[-3, 3]`, covering normalized images and typical activations).
 //! - Other integers: 0 or 1 (lengths, flags and shape values stay valid), as before.
+//! - **Real samples** (`fp16_guard_inputs: "name=file,name2=file2"`): raw little-endian tensors
+//!   of those inputs, files relative to the model's directory (where config.pbtxt is; the way
+//!   Triton's `model_warmup` names input data files), read through [`crate::safe_file`]; the
+//!   number of batch rows comes from the file size, and the generated inputs follow it.
 //!
 //! Every choice is returned as a note for the load log.
 
@@ -27,9 +31,14 @@ pub const DEFAULT_SEQUENCE_LENGTH: i64 = 16;
 /// Default of `fp16_guard_input_range`.
 pub const DEFAULT_INPUT_RANGE: (f64, f64) = (-3.0, 3.0);
 
+/// Largest sample file of `fp16_guard_inputs`.
+pub const MAX_SAMPLE_BYTES: u64 = 256 << 20;
+
 /// The guard's input tensors, in config input order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuardInputs {
+    /// Batch rows (the batch dim of every input when the model batches; 1 otherwise).
+    pub batch: usize,
     pub shapes: Vec<Vec<i64>>,
     pub data: Vec<Vec<u8>>,
     /// What was chosen for each input and why (for the log).
@@ -152,18 +161,101 @@ fn gather_rows(g: &GraphProto, input: &str) -> Option<u64> {
     best
 }
 
-/// The guard's inputs for `cfg` (engine shapes, `batch` rows when batching) and the model's
-/// graph, seeded by `seed`.
+/// Sample files' contents by input name.
+type Samples = HashMap<String, Vec<u8>>;
+
+/// `fp16_guard_inputs`: input name → file (relative to `model_dir`), read and checked against
+/// the input's type and shape. Returns the files' contents and their batch rows.
+fn sample_files(
+    cfg: &ModelConfig,
+    model_dir: Option<&std::path::Path>,
+    seq: i64,
+) -> Result<(Samples, Option<usize>)> {
+    let name = "fp16_guard_inputs";
+    let Some(v) = cfg.parameter(name) else {
+        return Ok((HashMap::new(), None));
+    };
+    let accepted = "a list \"input=file,...\" of the model's inputs and files in its directory";
+    let dir = model_dir.ok_or_else(|| param_error(name, v, accepted))?;
+    let mut files = HashMap::new();
+    let mut batch: Option<usize> = None;
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (input, file) = item
+            .split_once('=')
+            .map(|(a, b)| (a.trim(), b.trim()))
+            .ok_or_else(|| param_error(name, v, accepted))?;
+        let c = cfg
+            .inputs
+            .iter()
+            .find(|c| c.name == input)
+            .ok_or_else(|| param_error(name, v, accepted))?;
+        let what = format!("FP16 guard sample of input '{input}'");
+        let mut f = crate::safe_file::open_in_dir(dir, std::path::Path::new(file), &what)
+            .map_err(|e| e.context(format!("parameter '{name}'")))?;
+        let bytes = crate::safe_file::read_all(&mut f, MAX_SAMPLE_BYTES, &what)
+            .map_err(|e| e.context(format!("parameter '{name}'")))?;
+        let mut dims = cfg.engine_shape(c);
+        let batching = cfg.max_batch_size > 0;
+        if batching && !dims.is_empty() {
+            dims.remove(0);
+        }
+        for d in dims.iter_mut().filter(|d| **d < 0) {
+            *d = seq;
+        }
+        let row = crate::types::byte_count(&dims, c.dtype).unwrap_or(0);
+        let rows = bytes.len().checked_div(row).unwrap_or(0);
+        let ok = row > 0
+            && bytes.len() % row == 0
+            && rows >= 1
+            && (if batching {
+                rows <= cfg.max_batch_size
+            } else {
+                rows == 1
+            });
+        if !ok || batch.is_some_and(|b| b != rows) {
+            return Err(Error::invalid_arg(format!(
+                "parameter '{name}': {file} holds {} bytes; input '{input}' needs a whole \
+                 number of rows of {row} bytes ({} {}), {} rows{}",
+                bytes.len(),
+                c.dtype,
+                crate::types::shape_str(&dims),
+                if batching {
+                    format!("1 to {}", cfg.max_batch_size)
+                } else {
+                    "exactly 1".to_string()
+                },
+                batch
+                    .map(|b| format!(", {b} as in the other files"))
+                    .unwrap_or_default()
+            )));
+        }
+        batch = Some(rows);
+        files.insert(input.to_string(), bytes);
+    }
+    Ok((files, batch))
+}
+
+/// The guard's inputs for `cfg` (engine shapes, `batch` rows when batching, unless sample files
+/// say otherwise) and the model's graph, seeded by `seed`. `model_dir` is where sample files
+/// of `fp16_guard_inputs` are looked up.
 pub fn guard_inputs(
     cfg: &ModelConfig,
     model: Option<&OnnxModel>,
+    model_dir: Option<&std::path::Path>,
     batch: usize,
     seed: u64,
 ) -> Result<GuardInputs> {
     let (lo, hi) = input_range(cfg)?;
     let seq = sequence_length(cfg)?;
+    let (mut samples, sample_batch) = sample_files(cfg, model_dir, seq)?;
+    let batch = if cfg.max_batch_size > 0 {
+        sample_batch.unwrap_or(batch)
+    } else {
+        1
+    };
     let mut rng = Rng(seed);
     let mut out = GuardInputs {
+        batch,
         shapes: Vec::new(),
         data: Vec::new(),
         notes: Vec::new(),
@@ -188,6 +280,16 @@ pub fn guard_inputs(
                 crate::types::shape_str(&shape)
             ))
         })?;
+        if let Some(bytes) = samples.remove(&c.name) {
+            out.notes.push(format!(
+                "'{}': real sample ({} bytes, {batch} rows)",
+                c.name,
+                bytes.len()
+            ));
+            out.data.push(bytes);
+            out.shapes.push(shape);
+            continue;
+        }
         let is_float = matches!(
             c.dtype,
             DataType::F32 | DataType::F64 | DataType::F16 | DataType::BF16
@@ -327,7 +429,7 @@ mod tests {
                 {"name": "x", "data_type": "TYPE_FP32", "dims": [3]},
             ]),
         );
-        let g = guard_inputs(&c, Some(&m), 4, 7).unwrap();
+        let g = guard_inputs(&c, Some(&m), None, 4, 7).unwrap();
         assert_eq!(g.shapes, vec![vec![4, 16], vec![4, 16], vec![4, 3]]);
         let ids = i64s(&g.data[0]);
         assert!(ids.iter().all(|&i| (0..1000).contains(&i)));
@@ -352,8 +454,50 @@ mod tests {
         );
         assert!(g.notes[0].contains("[0, 1000)"), "{:?}", g.notes);
         // Without the model, integers stay 0/1; the same seed gives the same inputs.
-        let plain = guard_inputs(&c, None, 4, 7).unwrap();
+        let plain = guard_inputs(&c, None, None, 4, 7).unwrap();
         assert!(i64s(&plain.data[0]).iter().all(|&v| v == 0 || v == 1));
-        assert_eq!(guard_inputs(&c, Some(&m), 4, 7).unwrap(), g);
+        assert_eq!(guard_inputs(&c, Some(&m), None, 4, 7).unwrap(), g);
+    }
+
+    #[test]
+    fn real_samples_from_files_beside_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = |v: &str| {
+            cfg(
+                json!({"fp16_guard_inputs": {"string_value": v}}),
+                json!([
+                    {"name": "ids", "data_type": "TYPE_INT64", "dims": [-1]},
+                    {"name": "x", "data_type": "TYPE_FP32", "dims": [3]},
+                ]),
+            )
+        };
+        // Two rows of x: 2 × 3 floats.
+        let x: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        std::fs::write(dir.path().join("x.bin"), &x).unwrap();
+        let g = guard_inputs(&c("x=x.bin"), None, Some(dir.path()), 4, 1).unwrap();
+        assert_eq!(g.batch, 2);
+        assert_eq!(g.shapes, vec![vec![2, 16], vec![2, 3]]);
+        assert_eq!(g.data[1], x);
+        assert!(g.notes[1].contains("real sample"), "{:?}", g.notes);
+        // Sizes that are not whole rows, unknown inputs, files outside the directory, FIFOs.
+        std::fs::write(dir.path().join("odd.bin"), [0u8; 5]).unwrap();
+        for bad in [
+            "x=odd.bin",
+            "nope=x.bin",
+            "x=../x.bin",
+            "x",
+            "x=missing.bin",
+        ] {
+            let e = guard_inputs(&c(bad), None, Some(dir.path()), 4, 1).unwrap_err();
+            assert!(e.to_string().contains("fp16_guard_inputs"), "{bad}: {e}");
+        }
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("s.bin"), &x).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("s.bin"), dir.path().join("s.bin")).unwrap();
+        let e = guard_inputs(&c("x=s.bin"), None, Some(dir.path()), 4, 1).unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
     }
 }
