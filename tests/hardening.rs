@@ -387,3 +387,75 @@ fn the_fp16_guard_looks_up_the_whole_embedding_table() {
     assert_eq!(resp.outputs[0].as_f32()[0], 1e5 + 5.0, "served in FP32");
     assert_clean(&server);
 }
+
+/// A weight FP16 cannot represent (66000, clamped to 65504: 0.75 % off, under the guard's bars)
+/// that feeds an output fails the guard unless `fp16_allow_clamping` is true (issue 9, item 4).
+#[test]
+fn a_clamped_weight_feeding_an_output_fails_the_guard_unless_allowed() {
+    use triton_rusttrt::onnx::proto::onnx::TensorProto;
+    let mut w = TensorProto::new();
+    w.set_name("w".into());
+    w.set_data_type(1);
+    w.dims = vec![4];
+    w.raw_data = Some(
+        [1.0f32, 1.0, 1.0, 66000.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+    );
+    let mut g = GraphProto::new();
+    g.set_name("scale".into());
+    g.input.push(vi("x", 1, &["batch", "4"]));
+    g.output.push(vi("y", 1, &["batch", "4"]));
+    g.initializer.push(w);
+    let mut n = NodeProto::new();
+    n.set_op_type("Mul".into());
+    n.input.extend(["x".to_string(), "w".to_string()]);
+    n.output.push("y".into());
+    g.node.push(n);
+    let mut m = ModelProto::new();
+    m.set_ir_version(8);
+    let mut o = OperatorSetIdProto::new();
+    o.set_version(17);
+    m.opset_import.push(o);
+    m.graph = MessageField::some(g);
+    for allow in [false, true] {
+        let repo = Repo::new();
+        let dir = repo.path().join("s");
+        std::fs::create_dir_all(dir.join("1")).unwrap();
+        std::fs::write(dir.join("1/model.onnx"), m.write_to_bytes().unwrap()).unwrap();
+        std::fs::write(
+            dir.join("config.pbtxt"),
+            format!(
+                "backend: \"rusttrt\"\nmax_batch_size: 4\ninstance_group [ {{ kind: KIND_CPU }} ]\n\
+                 parameters {{ key: \"precision_mode\" value: {{ string_value: \"FP16\" }} }}\n\
+                 parameters {{ key: \"fp16_allow_clamping\" value: {{ string_value: \"{allow}\" }} }}\n"
+            ),
+        )
+        .unwrap();
+        let server = server(&repo);
+        server.load_model("s").unwrap();
+        let failed = !log_matching(&server, "fails the accuracy guard").is_empty();
+        assert_eq!(failed, !allow, "allow={allow}: {:#?}", server.log_lines());
+        if !allow {
+            assert!(
+                !log_matching(&server, "'w' (feeds output 'y')").is_empty(),
+                "{:#?}",
+                server.log_lines()
+            );
+        }
+        let resp = server
+            .infer(
+                "s",
+                InferRequest::new(
+                    "one",
+                    vec![InputTensor::f32("x", &[1, 4], &[1.0, 1.0, 1.0, 1.0])],
+                ),
+            )
+            .unwrap();
+        assert!(resp.error.is_none(), "{:?}", resp.error);
+        let want = if allow { 65504.0 } else { 66000.0 };
+        assert_eq!(resp.outputs[0].as_f32()[3], want, "allow={allow}");
+        assert_clean(&server);
+    }
+}

@@ -281,6 +281,7 @@ fn build_artifact(
     log!(Info, "model '{}': building a {} {} engine (this happens once per model, engine, device and settings)", state.name, spec.precision.as_str(), factory.kind());
     let mut model = crate::onnx::load_with_external_data(&spec.model_path)?;
     let mut report = None;
+    let mut clamped = std::collections::BTreeSet::new();
     if spec.precision == Precision::Fp16 {
         let (converted, r) = convert_to_fp16(&model, &fp16_options(state))?;
         // Values FP16 cannot represent are counted and said at load (the guard then decides).
@@ -290,6 +291,7 @@ fn build_artifact(
             log!(Info, "model '{}': FP16 conversion: {r}", state.name);
         }
         report = Some(format!("{r:?}"));
+        clamped = r.clamped_initializers.clone();
         model = converted;
     }
     let onnx = model.to_bytes()?;
@@ -305,7 +307,25 @@ fn build_artifact(
         return wrap(&meta, &artifact);
     }
     // The guard's FP32 reference build is kept: it is the fallback when the guard fails.
-    let (guard, fp32_built) = accuracy_guard(state, factory, spec, &artifact)?;
+    let (mut guard, fp32_built) = accuracy_guard(state, factory, spec, &artifact)?;
+    // A weight that FP16 cannot represent and that feeds an output fails the guard whatever
+    // the sampled inputs showed, unless fp16_allow_clamping says it is acceptable.
+    let feeding = super::guard_inputs::clamped_weights_feeding_outputs(&model, &clamped);
+    if !feeding.is_empty()
+        && !super::params::bool_param(&state.config, "fp16_allow_clamping", false)?
+    {
+        let list: Vec<String> = feeding
+            .iter()
+            .map(|(w, o)| format!("'{w}' (feeds output '{o}')"))
+            .collect();
+        guard.passed = false;
+        guard.detail = format!(
+            "{}; weights with values beyond FP16's ±65504, clamped: {} (set fp16_allow_clamping \
+             to true to accept)",
+            guard.detail,
+            list.join(", ")
+        );
+    }
     let caveat = if spec.device == Device::Cpu && factory.kind() == "onnxruntime" {
         " [CPU: ONNX Runtime computes FP16 nodes in FP32 here, so this checks the FP16 weights, not FP16 arithmetic]"
     } else {

@@ -340,6 +340,51 @@ pub fn guard_inputs(
     Ok(out)
 }
 
+/// Whether node `n` reads value `v`: as an input, or inside one of its subgraphs (a control-flow
+/// body capturing it from the outer scope).
+fn reads(n: &crate::onnx::NodeProto, v: &str) -> bool {
+    fn graph_reads(g: &GraphProto, v: &str) -> bool {
+        g.node.iter().any(|n| reads(n, v))
+    }
+    n.input.iter().any(|i| i == v)
+        || n.attribute.iter().any(|a| {
+            a.g.as_ref().is_some_and(|g| graph_reads(g, v))
+                || a.graphs.iter().any(|g| graph_reads(g, v))
+        })
+}
+
+/// The clamped weights (initializer names, from the FP16 converter's report) that reach a graph
+/// output of `model`'s main graph, each with one output it reaches.
+pub fn clamped_weights_feeding_outputs(
+    model: &OnnxModel,
+    clamped: &std::collections::BTreeSet<String>,
+) -> Vec<(String, String)> {
+    let g = model.graph();
+    let outputs: std::collections::HashSet<&str> = g.output.iter().map(|o| o.name()).collect();
+    let mut found = Vec::new();
+    for w in clamped {
+        let mut frontier = vec![w.clone()];
+        let mut seen = std::collections::HashSet::new();
+        let mut reached = None;
+        while let Some(v) = frontier.pop() {
+            if outputs.contains(v.as_str()) {
+                reached = Some(v);
+                break;
+            }
+            if !seen.insert(v.clone()) {
+                continue;
+            }
+            for n in g.node.iter().filter(|n| reads(n, &v)) {
+                frontier.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+            }
+        }
+        if let Some(o) = reached {
+            found.push((w.clone(), o));
+        }
+    }
+    found
+}
+
 fn encode(dtype: DataType, values: &[f64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len() * dtype.byte_size());
     for &x in values {
@@ -499,5 +544,40 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("s.bin"), dir.path().join("s.bin")).unwrap();
         let e = guard_inputs(&c("x=s.bin"), None, Some(dir.path()), 4, 1).unwrap_err();
         assert!(e.to_string().contains("outside"), "{e}");
+    }
+
+    #[test]
+    fn which_clamped_weights_feed_an_output() {
+        use crate::onnx::testutil::*;
+        let sub = Gb::new("then")
+            .output("t_out", F32, &[3])
+            .node("Identity", &["inner_w"], &["t_out"], vec![])
+            .g;
+        let m = Gb::new("g")
+            .input("x", F32, &[-1, 3])
+            .input("c", crate::onnx::elem::BOOL, &[])
+            .init(tensor_f32("w", &[3], &[1.0; 3]))
+            .init(tensor_f32("dead", &[3], &[1.0; 3]))
+            .init(tensor_f32("inner_w", &[3], &[1.0; 3]))
+            .node("Mul", &["x", "w"], &["xw"], vec![])
+            .node("Add", &["xw", "x"], &["y"], vec![])
+            .node("Neg", &["dead"], &["unused"], vec![])
+            .node("If", &["c"], &["z"], vec![a_graph("then_branch", sub)])
+            .output("y", F32, &[-1, 3])
+            .output("z", F32, &[3])
+            .onnx(17);
+        let clamped = ["w", "dead", "inner_w"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut found = clamped_weights_feeding_outputs(&m, &clamped);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                ("inner_w".to_string(), "z".to_string()),
+                ("w".to_string(), "y".to_string())
+            ]
+        );
     }
 }

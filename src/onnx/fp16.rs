@@ -143,6 +143,8 @@ pub struct Fp16Report {
     pub values_flushed_to_zero: u64,
     /// Values that became FP16 subnormals (|x| < 6.1e-5, reduced precision).
     pub values_subnormal: u64,
+    /// Initializers (dense or sparse) with at least one value clamped to ±65504.
+    pub clamped_initializers: BTreeSet<String>,
 }
 
 impl std::fmt::Display for Fp16Report {
@@ -942,7 +944,11 @@ impl Ctx<'_> {
                 other: None,
             };
             if prec == Prec::F16 {
+                let clamped_before = self.report.values_clamped;
                 let converted = self.tensor_to_fp16(t)?;
+                if self.report.values_clamped > clamped_before {
+                    self.report.clamped_initializers.insert(name.clone());
+                }
                 let orig = std::mem::replace(t, converted);
                 self.report.initializers_converted += 1;
                 if plan.demand.get(&name).is_some_and(|d| d.1) && numel(&orig) <= COPY_LIMIT {
@@ -964,7 +970,11 @@ impl Ctx<'_> {
             let name = s.values.name().to_string();
             let prec = self.constant_storage(&name, &plan, main);
             if prec == Prec::F16 {
+                let clamped_before = self.report.values_clamped;
                 let v = self.tensor_to_fp16(&s.values)?;
+                if self.report.values_clamped > clamped_before {
+                    self.report.clamped_initializers.insert(name.clone());
+                }
                 s.values = MessageField::some(v);
                 self.report.initializers_converted += 1;
             }
