@@ -12,6 +12,7 @@
 //! | [`engine`] | ONNX Runtime and TensorRT engines: build, load, run |
 //! | [`cache`] | engine cache: keys, atomic store, locks, verification, eviction |
 //! | [`onnx`] | ONNX reading, I/O signature, model hashing, FP16 conversion |
+//! | [`safe_file`] | opening files that may be planted: regular files only, never blocking, bounded, inside their directory |
 //! | [`cuda`] | devices, streams, device and pinned buffers (loaded at run time) |
 
 pub mod error;
@@ -27,5 +28,6 @@ pub mod compare;
 pub mod cuda;
 pub mod engine;
 pub mod onnx;
+pub mod safe_file;
 
 pub use error::{Error, ErrorCode, Result};

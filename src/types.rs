@@ -107,15 +107,24 @@ impl std::fmt::Display for DataType {
     }
 }
 
-/// Number of elements of a fully known shape (`None` if any dim is negative or it overflows).
+/// Number of elements of a fully known shape (`None` if any dim is negative or the count
+/// overflows `usize`; a zero dim anywhere makes it 0, whatever the other dims).
 pub fn element_count(shape: &[i64]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| {
-        if d < 0 {
-            None
-        } else {
-            acc.checked_mul(d as usize)
-        }
-    })
+    if shape.iter().any(|&d| d < 0) {
+        return None;
+    }
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+}
+
+/// Byte size of a fully known tensor of `shape` and `dtype` (`None` if any dim is negative, or
+/// the element count or the byte size overflows `usize`). 0 for BYTES (variable size).
+pub fn byte_count(shape: &[i64], dtype: DataType) -> Option<usize> {
+    element_count(shape)?.checked_mul(dtype.byte_size())
 }
 
 /// Shape as text: `[2,3,224,224]`.
@@ -152,5 +161,12 @@ mod tests {
         assert_eq!(element_count(&[2, 3, 4]), Some(24));
         assert_eq!(element_count(&[]), Some(1));
         assert_eq!(element_count(&[-1, 3]), None);
+        assert_eq!(element_count(&[1 << 32, 1 << 32]), None);
+        assert_eq!(element_count(&[i64::MAX, 3]), None);
+        assert_eq!(element_count(&[i64::MAX, i64::MAX, 0]), Some(0));
+        assert_eq!(element_count(&[0, i64::MAX, i64::MAX]), Some(0));
+        assert_eq!(byte_count(&[2, 3], DataType::F32), Some(24));
+        assert_eq!(byte_count(&[1 << 62], DataType::F32), None);
+        assert_eq!(byte_count(&[1 << 62], DataType::U8), Some(1 << 62));
     }
 }

@@ -615,6 +615,29 @@ def gen_shape_models(root, verify):
     verify.append(("batch_scalar", os.path.join(root, rel), {"x": x},
                    {"y": 2 * x, "n": x > 0}, EXACT_TOL))
 
+    # An output whose size depends on an input's value (Slice up to `k`): a config that fixes it
+    # at 4 passes validation (the ONNX dim is symbolic, and no shape inference can know it) and
+    # a request with k=3 makes the engine produce 3 columns, which must be caught before it is
+    # sent; "ok" comes first so the response already holds an output when "short" fails.
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["ok"], name="same"),
+            helper.make_node("Slice", ["x", "s0", "k", "ax1"], ["short"], name="first_k"),
+        ],
+        "output_mismatch",
+        [helper.make_tensor_value_info("x", f32, [2, 4]),
+         helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("ok", f32, [2, 4]),
+         helper.make_tensor_value_info("short", f32, [2, "n"])],
+        [numpy_helper.from_array(np.array([0], np.int64), "s0"),
+         numpy_helper.from_array(np.array([1], np.int64), "ax1")],
+    )
+    rel = f"{MODELS}/output_mismatch/1/model.onnx"
+    save_model(root, rel, make_model(graph))
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    verify.append(("output_mismatch", os.path.join(root, rel), {"x": x, "k": np.array([3], np.int64)},
+                   {"ok": x, "short": x[:, :3]}, EXACT_TOL))
+
     # Zero-size dims: z has a fixed dim of 0, x a symbolic one (a request may make it 0).
     graph = helper.make_graph(
         [

@@ -4,9 +4,15 @@
 //! number that maps to a host object (`Arc<T>`). So a stale or forged handle can be detected
 //! (and reported as a rule violation) instead of causing undefined behaviour in the host, and a
 //! handle value of a released object never aliases a newer object.
+//!
+//! Memory stays bounded however many requests pass: live handles are removed when their object
+//! dies, and only the last [`MAX_DEAD`] dead handles are remembered with their details (kind,
+//! why, owning request). An older dead handle is still recognized as one (handle values are
+//! issued in increasing order and never reused, so any issued value that is not live is dead),
+//! only with a shorter message.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
@@ -73,12 +79,28 @@ struct Dead {
 struct Registry {
     live: HashMap<usize, Live>,
     dead: HashMap<usize, Dead>,
+    /// Handles of `dead` in the order they died (oldest first), to forget the oldest.
+    dead_order: VecDeque<usize>,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
-// Start high so handle values look like heap pointers and never collide with small integers.
-static NEXT: AtomicUsize = AtomicUsize::new(0x7e57_0000_0000);
-const MAX_DEAD: usize = 1 << 20;
+/// First handle value. Start high so handle values look like heap pointers and never collide
+/// with small integers.
+const FIRST: usize = 0x7e57_0000_0000;
+static NEXT: AtomicUsize = AtomicUsize::new(FIRST);
+/// Dead handles remembered with their details (a few requests' worth per instance thread).
+pub(crate) const MAX_DEAD: usize = 4096;
+
+/// Live handles and dead handles remembered in detail (for tests: both must stay bounded).
+pub(crate) fn counts() -> (usize, usize) {
+    let reg = lock(&REGISTRY);
+    (reg.live.len(), reg.dead.len())
+}
+
+/// Whether `h` was issued by [`register`] (it may be live or dead).
+fn was_issued(h: usize) -> bool {
+    h >= FIRST && h < NEXT.load(Ordering::Relaxed) && (h - FIRST).is_multiple_of(16)
+}
 
 /// Make a new handle for `obj`.
 pub(crate) fn register<T: Any + Send + Sync>(kind: Kind, obj: Arc<T>) -> usize {
@@ -124,6 +146,15 @@ pub(crate) fn get<T: Any + Send + Sync>(h: usize, kind: Kind, func: &str) -> Res
         return Err(Error::invalid_arg(msg));
     }
     drop(reg);
+    if was_issued(h) {
+        let msg = format!(
+            "{func}: {} handle {h:#x} used after it was released/deleted (an old handle, \
+             no longer live)",
+            kind.c_name()
+        );
+        rules::violation(None, None, msg.clone());
+        return Err(Error::invalid_arg(msg));
+    }
     let msg = format!("{func}: unknown {} handle {h:#x}", kind.c_name());
     rules::violation(None, None, msg.clone());
     Err(Error::invalid_arg(msg))
@@ -133,9 +164,15 @@ pub(crate) fn get<T: Any + Send + Sync>(h: usize, kind: Kind, func: &str) -> Res
 pub(crate) fn kill(h: usize, why: &str, owner: Option<&Arc<RequestObj>>) {
     let mut reg = lock(&REGISTRY);
     if let Some(l) = reg.live.remove(&h) {
-        if reg.dead.len() >= MAX_DEAD {
-            reg.dead.clear();
+        while reg.dead.len() >= MAX_DEAD {
+            match reg.dead_order.pop_front() {
+                Some(old) => {
+                    reg.dead.remove(&old);
+                }
+                None => reg.dead.clear(),
+            }
         }
+        reg.dead_order.push_back(h);
         reg.dead.insert(
             h,
             Dead {
@@ -144,5 +181,31 @@ pub(crate) fn kill(h: usize, why: &str, owner: Option<&Arc<RequestObj>>) {
                 owner: owner.map(Arc::downgrade),
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_handles_stay_bounded_and_old_ones_are_still_caught() {
+        let first = register(Kind::Message, Arc::new(1u32));
+        kill(first, "deleted", None);
+        let mut recent = 0;
+        for i in 0..MAX_DEAD + 10 {
+            recent = register(Kind::Message, Arc::new(i));
+            kill(recent, "deleted", None);
+        }
+        assert!(counts().1 <= MAX_DEAD);
+        // The newest dead handle is reported with its details ...
+        let e = get::<usize>(recent, Kind::Message, "f").unwrap_err();
+        assert!(e.msg.contains("after it was deleted"), "{}", e.msg);
+        // ... one forgotten long ago is still a use after release, not an unknown handle.
+        let e = get::<u32>(first, Kind::Message, "f").unwrap_err();
+        assert!(e.msg.contains("used after it was released"), "{}", e.msg);
+        // A value never issued is unknown.
+        let e = get::<u32>(first + 8, Kind::Message, "f").unwrap_err();
+        assert!(e.msg.contains("unknown"), "{}", e.msg);
     }
 }

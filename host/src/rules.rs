@@ -37,6 +37,10 @@ pub(crate) struct Shared {
     pub metrics: crate::abi::MetricsRegistry,
 }
 
+/// Captured log lines kept per server: the last `LOG_KEEP` to `2 * LOG_KEEP` (older ones are
+/// dropped in bulk), so a backend that logs per request does not grow the host without bound.
+pub(crate) const LOG_KEEP: usize = 4096;
+
 static SERVERS: LazyLock<Mutex<Vec<Weak<Shared>>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -75,7 +79,12 @@ impl Shared {
         if self.log_to_stderr || std::env::var_os("RUSTTRT_HOST_LOG").is_some_and(|v| v == "1") {
             eprintln!("[{}] {}:{}: {}", line.level, line.file, line.line, line.msg);
         }
-        lock(&self.logs).push(line);
+        let mut logs = lock(&self.logs);
+        logs.push(line);
+        if logs.len() >= 2 * LOG_KEEP {
+            let drop = logs.len() - LOG_KEEP;
+            logs.drain(..drop);
+        }
     }
 }
 

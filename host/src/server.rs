@@ -1029,6 +1029,14 @@ impl Server {
     }
 
     /// Captured `TRITONSERVER_LogMessage` lines.
+    /// Handles the host has given out and that are still live, and dead ones it remembers in
+    /// detail (for use-after-release messages), over the whole process. Both stay bounded
+    /// however many requests pass (tests check it).
+    pub fn handle_registry_counts() -> (usize, usize) {
+        crate::handles::counts()
+    }
+
+    /// Captured `TRITONSERVER_LogMessage` lines (the last few thousand).
     pub fn log_lines(&self) -> Vec<LogLine> {
         lock(&self.shared.logs).clone()
     }

@@ -125,10 +125,18 @@ pub(crate) fn build_artifact(
     let progress = BuildProgress::start(&state.name, state.params.progress_interval);
     let mut model = crate::onnx::load_with_external_data(&spec.model_path)?;
     let mut report = None;
+    let mut clamped = std::collections::BTreeSet::new();
     if spec.precision == Precision::Fp16 {
         progress.stage(Stage::Convert);
         let (converted, r) = convert_to_fp16(&model, &fp16_options(state))?;
+        // Values FP16 cannot represent are counted and said at load (the guard then decides).
+        if r.values_clamped > 0 {
+            log!(Warn, "model '{}': FP16 conversion: {r}", state.name);
+        } else {
+            log!(Info, "model '{}': FP16 conversion: {r}", state.name);
+        }
         report = Some(format!("{r:?}"));
+        clamped = r.clamped_initializers.clone();
         model = converted;
     }
     let onnx = model.to_bytes()?;
@@ -147,7 +155,25 @@ pub(crate) fn build_artifact(
     }
     // The guard's FP32 reference build is kept: it is the fallback when the guard fails.
     progress.stage(Stage::Guard);
-    let (guard, fp32_built) = super::guard::accuracy_guard(state, factory, spec, &artifact)?;
+    let (mut guard, fp32_built) = super::guard::accuracy_guard(state, factory, spec, &artifact)?;
+    // A weight that FP16 cannot represent and that feeds an output fails the guard whatever
+    // the sampled inputs showed, unless fp16_allow_clamping says it is acceptable.
+    let feeding = super::guard_inputs::clamped_weights_feeding_outputs(&model, &clamped);
+    if !feeding.is_empty()
+        && !super::params::bool_param(&state.config, "fp16_allow_clamping", false)?
+    {
+        let list: Vec<String> = feeding
+            .iter()
+            .map(|(w, o)| format!("'{w}' (feeds output '{o}')"))
+            .collect();
+        guard.passed = false;
+        guard.detail = format!(
+            "{}; weights with values beyond FP16's ±65504, clamped: {} (set fp16_allow_clamping \
+             to true to accept)",
+            guard.detail,
+            list.join(", ")
+        );
+    }
     let caveat = if spec.device == Device::Cpu && factory.kind() == "onnxruntime" {
         " [CPU: ONNX Runtime computes FP16 nodes in FP32 here, so this checks the FP16 weights, not FP16 arithmetic]"
     } else {

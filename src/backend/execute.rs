@@ -11,7 +11,7 @@ use crate::engine::{MemLoc, TensorOut, TensorRef};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log;
 use crate::triton::{now_ns, InputBuffer, ModelInstance, Request, Response};
-use crate::types::{element_count, shape_str};
+use crate::types::{byte_count, element_count, shape_str};
 use std::marker::PhantomData;
 use triton_abi::{
     TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_GPU,
@@ -22,6 +22,10 @@ struct ReqInput {
     /// Shape as the request gave it (batch dim first when batching).
     shape: Vec<i64>,
     buffers: Vec<InputBuffer>,
+    /// A host copy the backend made of the input (BOOL values normalized to 0/1); when
+    /// non-empty, `buffers` is one host buffer pointing into it. Its heap block does not move
+    /// when the `ReqInput` does.
+    _owned: Vec<u8>,
 }
 
 /// One request and what happens to it.
@@ -96,8 +100,14 @@ pub fn execute(inst: &mut InstanceState, instance: ModelInstance, requests: Vec<
         }
     };
 
-    // Send every response: success, or the request's own error.
+    // Send every response: success, or the request's own error. An error response carries no
+    // output (a Triton rule): a response that got outputs before the failure (scatter, the
+    // final stream sync, a panic) is deleted and a fresh one carries the error.
     for s in slots.iter_mut() {
+        if s.error.is_some() && s.response.is_some() {
+            s.response = None;
+            s.response = Response::new(&s.request).ok();
+        }
         if let Some(r) = s.response.take() {
             if let Err(e) = r.send(s.error.as_ref()) {
                 log!(
@@ -275,15 +285,26 @@ fn parse_request(inst: &InstanceState, s: &mut Slot) -> Result<()> {
             }
         }
         batch = Some(b);
-        let expected = element_count(&shape).unwrap_or(0) * c.dtype.byte_size();
-        let mut buffers = Vec::with_capacity(input.buffer_count as usize);
+        let expected = byte_count(&shape, c.dtype).ok_or_else(|| {
+            what(format!(
+                "shape {} of {} is too large: its byte size overflows",
+                shape_str(&shape),
+                c.dtype
+            ))
+        })?;
+        let mut buffers = Vec::with_capacity(input.buffer_count.min(1024) as usize);
         let mut total = 0usize;
         for i in 0..input.buffer_count {
             let buf = input.buffer(i, (TRITONSERVER_MEMORY_CPU, 0))?;
-            total += buf.len;
+            total = total.checked_add(buf.len).ok_or_else(|| {
+                what(format!(
+                    "the sizes of its {} buffers overflow",
+                    input.buffer_count
+                ))
+            })?;
             buffers.push(buf);
         }
-        if total != expected || input.byte_size as usize != expected {
+        if total != expected || usize::try_from(input.byte_size) != Ok(expected) {
             return Err(what(format!(
                 "{} bytes ({} in buffers) for shape {} of {} (expected {expected})",
                 input.byte_size,
@@ -292,7 +313,16 @@ fn parse_request(inst: &InstanceState, s: &mut Slot) -> Result<()> {
                 c.dtype
             )));
         }
-        s.inputs.push(ReqInput { shape, buffers });
+        let owned = if c.dtype == crate::types::DataType::Bool {
+            normalize_bool(&mut buffers).map_err(|e| e.context(format!("input '{}'", c.name)))?
+        } else {
+            Vec::new()
+        };
+        s.inputs.push(ReqInput {
+            shape,
+            buffers,
+            _owned: owned,
+        });
     }
     s.batch = batch.unwrap_or(1);
     let outs = s.request.output_names()?;
@@ -305,12 +335,69 @@ fn parse_request(inst: &InstanceState, s: &mut Slot) -> Result<()> {
             )));
         }
     }
-    s.outputs = if outs.is_empty() {
-        cfg.outputs.iter().map(|c| c.name.clone()).collect()
-    } else {
-        outs
-    };
+    // Only what the request asks for, each once. Triton core fills the list with every output
+    // when the client names none and keeps it as a set, so an empty list or a repeated name
+    // never comes from Triton; answering with outputs that were not requested, or twice, would
+    // break its rules on responses (both found by tests/fuzz.rs).
+    if outs.is_empty() {
+        return Err(Error::invalid_arg(format!(
+            "the request asks for no output (the model's outputs: {})",
+            cfg.outputs
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    s.outputs = outs
+        .into_iter()
+        .filter(|o| seen.insert(o.clone()))
+        .collect();
     Ok(())
+}
+
+/// BOOL inputs reach the engine as 0 or 1 only: ONNX Runtime and TensorRT read a bool byte
+/// other than 0/1 as undefined (an `Identity` passes 2 through; a `Not` of 2 is 253). When a
+/// buffer holds another value (or sits in GPU memory, where it cannot be looked at in place),
+/// the input is copied to host memory with every non-zero byte made 1, and `buffers` becomes
+/// one host buffer over the returned copy (which the caller keeps alive). Valid inputs stay
+/// zero-copy (an empty vector is returned).
+fn normalize_bool(buffers: &mut Vec<InputBuffer>) -> Result<Vec<u8>> {
+    let needs_copy = buffers.iter().any(|b| {
+        !host_memory(b.memory_type)
+            // SAFETY: Triton guarantees `len` readable bytes at `ptr` in host memory until the
+            // request is released (after the run).
+            || (b.len > 0 && unsafe { std::slice::from_raw_parts(b.ptr, b.len) }.iter().any(|&v| v > 1))
+    });
+    if !needs_copy {
+        return Ok(Vec::new());
+    }
+    let total: usize = buffers.iter().map(|b| b.len).sum();
+    let mut owned = Vec::new();
+    owned
+        .try_reserve_exact(total)
+        .map_err(|e| Error::unavailable(format!("cannot allocate {total} bytes: {e}")))?;
+    for b in buffers.iter() {
+        if host_memory(b.memory_type) {
+            if b.len > 0 {
+                // SAFETY: as above.
+                owned.extend_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
+            }
+        } else {
+            copy_gpu_to_host(&mut owned, b.ptr, b.len, b.memory_type_id)?;
+        }
+    }
+    for v in owned.iter_mut() {
+        *v = u8::from(*v != 0);
+    }
+    *buffers = vec![InputBuffer {
+        ptr: owned.as_ptr(),
+        len: owned.len(),
+        memory_type: TRITONSERVER_MEMORY_CPU,
+        memory_type_id: 0,
+    }];
+    Ok(owned)
 }
 
 /// Picks the requests that form one batch: all valid ones whose non-batch shapes equal the

@@ -11,7 +11,7 @@ use crate::types::DataType;
 
 /// Version of the FP16 accuracy guard's verdict (inputs it draws, metrics, bars). Bump it when a
 /// change can turn a verdict: the verdict is cached with the engine.
-pub const GUARD_VERSION: u32 = 1;
+pub const GUARD_VERSION: u32 = 2;
 
 /// Default bound on the FP16 engine's relative L2 error: cosine alone misses a uniformly
 /// scaled output (e.g. a constant clamped to the FP16 range), this does not.
@@ -31,43 +31,6 @@ pub(super) fn min_cosine(state: &ModelState) -> f64 {
         .parameter("fp16_min_cosine")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0.999)
-}
-
-/// Deterministic pseudo-random numbers (splitmix64) for the guard's inputs.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-}
-
-/// Seeded random bytes for one input tensor of `dtype` and `count` elements.
-fn random_tensor(rng: &mut SplitMix, dtype: DataType, count: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(count * dtype.byte_size());
-    for _ in 0..count {
-        let x = rng.unit();
-        match dtype {
-            DataType::F32 => out.extend_from_slice(&(x as f32).to_le_bytes()),
-            DataType::F64 => out.extend_from_slice(&x.to_le_bytes()),
-            DataType::F16 => out.extend_from_slice(&half::f16::from_f64(x).to_le_bytes()),
-            DataType::BF16 => out.extend_from_slice(&half::bf16::from_f64(x).to_le_bytes()),
-            DataType::Bool => out.push((x > 0.0) as u8),
-            // Small non-negative integers stay valid as indices and lengths.
-            d => {
-                let v = rng.next() % 2;
-                out.extend_from_slice(&v.to_le_bytes()[..d.byte_size()]);
-            }
-        }
-    }
-    out
 }
 
 fn to_f32(dtype: DataType, bytes: &[u8]) -> Option<Vec<f32>> {
@@ -123,24 +86,22 @@ pub(super) fn accuracy_guard(
         .parameter("fp16_guard_seed")
         .and_then(|s| s.parse().ok())
         .unwrap_or(20261127u64);
-    let mut rng = SplitMix(seed);
-    let mut shapes = Vec::new();
-    let mut data = Vec::new();
-    for c in &state.config.inputs {
-        let mut shape = state.config.engine_shape(c);
-        for (i, d) in shape.iter_mut().enumerate() {
-            if *d < 0 {
-                *d = if i == 0 && spec.max_batch_size > 0 {
-                    batch as i64
-                } else {
-                    1
-                };
-            }
-        }
-        let n = crate::types::element_count(&shape).unwrap_or(0);
-        data.push(random_tensor(&mut rng, c.dtype, n));
-        shapes.push(shape);
-    }
+    // What serving will see: indices over their tables, masks with real tokens, realistic
+    // sequence lengths, floats over fp16_guard_input_range (backend::guard_inputs).
+    let graph = crate::onnx::OnnxModel::load(&spec.model_path).ok();
+    let model_dir = spec.model_path.parent().and_then(std::path::Path::parent);
+    let generated =
+        super::guard_inputs::guard_inputs(&state.config, graph.as_ref(), model_dir, batch, seed)
+            .map_err(ctx)?;
+    crate::log!(
+        Info,
+        "model '{}': FP16 accuracy guard inputs: {}",
+        state.name,
+        generated.notes.join("; ")
+    );
+    // Sample files (fp16_guard_inputs) may bring another number of rows.
+    let batch = generated.batch;
+    let (shapes, data) = (generated.shapes, generated.data);
     let inputs: Vec<TensorRef<'_>> = state
         .config
         .inputs
@@ -211,19 +172,4 @@ pub(super) fn accuracy_guard(
         detail: detail.join("; "),
     };
     Ok((guard, fp32_artifact))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn random_tensors_are_seeded() {
-        let a = random_tensor(&mut SplitMix(1), DataType::F32, 16);
-        let b = random_tensor(&mut SplitMix(1), DataType::F32, 16);
-        let c = random_tensor(&mut SplitMix(2), DataType::F32, 16);
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_eq!(random_tensor(&mut SplitMix(1), DataType::I64, 3).len(), 24);
-    }
 }

@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod execute;
 pub mod gpu;
 pub mod guard;
+pub mod guard_inputs;
 pub mod metrics;
 pub mod model;
 pub mod params;

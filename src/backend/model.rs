@@ -77,8 +77,13 @@ impl ModelState {
                 model_path.display()
             ))));
         }
+        // External data files are checked here, before any engine library opens them by path
+        // (ONNX Runtime would block on a FIFO and follows symlinks).
         let signature = crate::onnx::OnnxModel::load(&model_path)
-            .and_then(|m| m.signature())
+            .and_then(|m| {
+                m.check_external_data()?;
+                m.signature()
+            })
             .map_err(ctx)?;
         if model.auto_complete_config()? {
             if let Some(completed) =

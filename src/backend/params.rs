@@ -102,6 +102,10 @@ const OWN_PARAMETERS: &[&str] = &[
     "strongly_typed",
     "build_progress_interval_s",
     "build_timeout_s",
+    "fp16_guard_input_range",
+    "fp16_guard_sequence_length",
+    "fp16_guard_inputs",
+    "fp16_allow_clamping",
 ];
 
 /// Model parameters of Triton's ONNX Runtime backend that rusttrt honours.
@@ -386,6 +390,8 @@ impl ModelParams {
     }
 
     fn resolve_inner(cfg: &ModelConfig, backend: &BackendState, model_dir: &Path) -> Result<Self> {
+        // The FP16 guard's own parameters (its input range, sequence length, sample files).
+        super::guard_inputs::validate(cfg, model_dir)?;
         let mut s = Settings {
             values: BTreeMap::new(),
             sources: BTreeMap::new(),
@@ -648,6 +654,7 @@ impl ModelParams {
                 "timing_cache"
                 | "strongly_typed"
                 | "fp16_accuracy_guard"
+                | "fp16_allow_clamping"
                 | "onnxruntime_share_weights" => {
                     let b = parse_bool(&what, v)?;
                     s.set(k, b.to_string(), what)?;
@@ -685,6 +692,10 @@ impl ModelParams {
                         join(&batch_list(&what, v, mbs)?)
                     };
                     s.set(k, canon, what)?;
+                }
+                "fp16_guard_input_range" | "fp16_guard_sequence_length" | "fp16_guard_inputs" => {
+                    // Checked together (the sample files against the inputs) below.
+                    s.set(k, v.trim().to_string(), what)?;
                 }
                 "build_timeout_s" => {
                     let n = parse_int(&what, v, 1, i64::MAX)?;

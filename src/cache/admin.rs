@@ -1,7 +1,7 @@
 //! Administration of one cache location (`rusttrt cache ls | verify | prune`) and the LRU
 //! eviction used after inserts.
 
-use super::entry::{load_entry, read_header, FileLock, LoadError, TMP_SUFFIX};
+use super::entry::{load_entry, open_cache_file, read_header, FileLock, LoadError, TMP_SUFFIX};
 use super::key::is_digest;
 use super::{cache_dir, entry_file, Sidecar};
 use crate::error::{Error, Result, ResultExt};
@@ -207,15 +207,19 @@ pub(crate) fn evict(root: &Path, max_bytes: u64, keep: Option<&str>) -> io::Resu
 }
 
 fn info(root: &Path, s: Scanned) -> EntryInfo {
-    let (fields, header_error) = match fs::File::open(&s.engine)
-        .map_err(|e| e.to_string())
-        .and_then(|mut f| read_header(&mut f))
+    let (fields, header_error) = match open_cache_file(&s.engine)
+        .map_err(|e| match e {
+            LoadError::Missing => "removed while listed".to_string(),
+            LoadError::Invalid(why) => why,
+        })
+        .and_then(|mut f| read_header(&mut f.file))
     {
         Ok(h) => (h.fields, None),
         Err(e) => (BTreeMap::new(), Some(e)),
     };
-    let sidecar: Option<Sidecar> = fs::read(entry_file(root, &s.digest, "json"))
+    let sidecar: Option<Sidecar> = open_cache_file(&entry_file(root, &s.digest, "json"))
         .ok()
+        .and_then(|mut f| crate::safe_file::read_all(&mut f, 1 << 20, "cache sidecar").ok())
         .and_then(|b| serde_json::from_slice(&b).ok());
     EntryInfo {
         digest: s.digest,

@@ -2,10 +2,13 @@
 
 use super::key::digest_of;
 use super::{CacheKey, FORMAT_VERSION, MAGIC};
+use crate::error::ErrorCode;
+use crate::safe_file::{self, SafeFile};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -97,28 +100,40 @@ pub(crate) enum LoadError {
     Invalid(String),
 }
 
-/// Reads the entry at `path`, checking everything: header, key digest (`expect`, when given),
-/// file size against the stored payload length, and the payload's SHA-256.
+/// The cache directory (`<location>/rusttrt-cache-v<N>`) a cache file belongs to: every cache
+/// file is `<root>/<shard or "timing">/<file>`.
+pub(crate) fn root_of(path: &Path) -> &Path {
+    path.parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| Path::new("/"))
+}
+
+/// Opens a cache file for reading through [`safe_file::open_in_dir`]: inside its cache directory
+/// once symlinks are resolved, a regular file, never blocking. NOT_FOUND is `Missing`.
+pub(crate) fn open_cache_file(path: &Path) -> Result<SafeFile, LoadError> {
+    match safe_file::open_in_dir(root_of(path), path, "engine cache file") {
+        Ok(f) => Ok(f),
+        Err(e) if e.code() == ErrorCode::NotFound => Err(LoadError::Missing),
+        Err(e) => Err(LoadError::Invalid(e.to_string())),
+    }
+}
+
+/// Reads the entry at `path`, checking everything: where it is and what it is
+/// ([`open_cache_file`]), who could have written it ([`safe_file::check_owner_and_mode`]),
+/// header, key digest (`expect`, when given), file size against the stored payload length, and
+/// the payload's SHA-256.
 pub(crate) fn load_entry(
     path: &Path,
     expect: Option<&CacheKey>,
 ) -> Result<(Header, Vec<u8>), LoadError> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Err(LoadError::Missing)
-        }
-        Err(e) => return Err(LoadError::Invalid(format!("cannot open: {e}"))),
-    };
-    let file_len = f
-        .metadata()
-        .map_err(|e| LoadError::Invalid(format!("cannot stat: {e}")))?
-        .len();
+    let SafeFile {
+        file: mut f,
+        len: file_len,
+        meta,
+        ..
+    } = open_cache_file(path)?;
+    safe_file::check_owner_and_mode(&meta)
+        .map_err(|why| LoadError::Invalid(format!("untrusted entry: {why}")))?;
     let header = read_header(&mut f).map_err(LoadError::Invalid)?;
     if let Some(key) = expect {
         if header.digest != key.digest {
@@ -169,7 +184,15 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Resul
     let tmp = dir.join(format!(".{name}.{}.{n}{TMP_SUFFIX}", std::process::id()));
     let target = dir.join(name);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        // 0644 whatever the umask: readable by others (a cache baked into an image by one user
+        // and read by another), writable by nobody else, which a later load checks.
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
         for p in parts {
             f.write_all(p)?;
         }
@@ -209,15 +232,11 @@ pub(crate) struct FileLock {
 impl FileLock {
     /// Blocks until the lock on `path` (created if absent) is held. Guards against the lock file
     /// being unlinked by eviction between our open and our lock: after locking, the path must
-    /// still name the inode we locked, or we start over.
+    /// still name the inode we locked, or we start over. The lock file is opened by
+    /// [`open_lock_file`].
     pub(crate) fn acquire(path: &Path) -> io::Result<FileLock> {
         loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?;
+            let file = open_lock_file(path)?;
             file.lock()?;
             if same_inode(&file, path)? {
                 return Ok(FileLock { _file: file });
@@ -228,12 +247,7 @@ impl FileLock {
     /// Takes the lock without waiting (creating the lock file if absent): `Ok(None)` when someone
     /// else holds it.
     pub(crate) fn try_acquire(path: &Path) -> io::Result<Option<FileLock>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_lock_file(path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
@@ -245,6 +259,20 @@ impl FileLock {
             Ok(None)
         }
     }
+}
+
+/// Opens (creating, mode 0600) a lock file through [`safe_file::open_or_create_in_dir`]: its
+/// directory inside the cache directory, not a symlink, a regular file, never blocking.
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    safe_file::open_or_create_in_dir(root_of(path), path, "engine cache lock file")
+        .map(|f| f.file)
+        .map_err(|e| {
+            let kind = match e.code() {
+                ErrorCode::NotFound => io::ErrorKind::NotFound,
+                _ => io::ErrorKind::InvalidInput,
+            };
+            io::Error::new(kind, e.to_string())
+        })
 }
 
 fn same_inode(file: &File, path: &Path) -> io::Result<bool> {

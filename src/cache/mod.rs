@@ -15,6 +15,13 @@
 //! - **Verified loads.** Every load checks magic, format version, key, length and the payload's
 //!   SHA-256. Any mismatch (corruption, truncation, foreign file, other format version) is a
 //!   warning, a rebuild and a replacement; never a crash.
+//! - **Trusts only what could not be planted.** Cache files are opened through
+//!   [`crate::safe_file`] (regular files only, never blocking, symlinks resolved and refused
+//!   when they leave the cache directory; lock files never followed through a symlink). A cache
+//!   directory or shard that is group/world-writable or owned by another user (root excepted)
+//!   is neither read nor written (warning, next location, finally memory); such an entry is
+//!   rebuilt and replaced. Directories are created 0700, entries written 0644. What this does
+//!   and does not defend against: docs/reliability.md.
 //! - **Degrades, never fails, on storage trouble.** An unusable location (read-only, not a
 //!   directory, full) is a warning and the next location is tried; with none usable the artifact
 //!   is kept in a process-wide memory map (if [`CacheConfig::memory_fallback`]).
@@ -225,9 +232,15 @@ pub(crate) fn entry_file(root: &Path, digest: &str, ext: &str) -> PathBuf {
     shard_dir(root, digest).join(format!("{digest}.{ext}"))
 }
 
-/// Creates `dir` if needed and proves it writable by creating and removing a probe file.
+/// Creates `dir` if needed (mode 0700, with any missing parent) and proves it writable by
+/// creating and removing a probe file.
 fn prepare_dir(dir: &Path) -> std::result::Result<(), String> {
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
@@ -246,9 +259,35 @@ fn prepare_dir(dir: &Path) -> std::result::Result<(), String> {
 
 fn touch(path: &Path) {
     // Best effort: the LRU clock. A read-only entry simply keeps its age.
-    if let Ok(f) = fs::File::open(path) {
-        let _ = f.set_modified(SystemTime::now());
+    if let Ok(f) = entry::open_cache_file(path) {
+        let _ = f.file.set_modified(SystemTime::now());
     }
+}
+
+/// Whether the cache directory `root` and the directory `sub` under it (a shard, `timing`) could
+/// have been planted or changed by another user ([`crate::safe_file::check_owner_and_mode`]).
+/// Directories that do not exist yet pass (they are created 0700 by us).
+pub(crate) fn check_trusted_dirs(root: &Path, sub: &Path) -> std::result::Result<(), String> {
+    for d in [root, sub] {
+        match fs::metadata(d) {
+            Ok(m) => crate::safe_file::check_owner_and_mode(&m).map_err(|why| {
+                format!(
+                    "{} is not trusted: {why}; make it the server user's and `chmod go-w` it \
+                         to use it",
+                    d.display()
+                )
+            })?,
+            // Nothing there (or a path through a file): nothing that could be planted; a
+            // location that cannot hold a directory is reported as unusable elsewhere.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) => {}
+            Err(e) => return Err(format!("cannot stat {}: {e}", d.display())),
+        }
+    }
+    Ok(())
 }
 
 fn now_unix() -> u64 {
@@ -359,7 +398,11 @@ impl EngineCache {
         // Fast path without locks: entries only ever appear complete (atomic rename), and a hit
         // is verified in full.
         for loc in &self.config.locations {
-            let path = entry_file(&cache_dir(loc), &key.digest, "engine");
+            let root = cache_dir(loc);
+            if check_trusted_dirs(&root, &shard_dir(&root, &key.digest)).is_err() {
+                continue;
+            }
+            let path = entry_file(&root, &key.digest, "engine");
             if let Ok((_, payload)) = load_entry(&path, Some(key)) {
                 touch(&path);
                 return Ok(self.outcome(
@@ -449,7 +492,18 @@ impl EngineCache {
         for loc in &self.config.locations {
             let root = cache_dir(loc);
             let shard = shard_dir(&root, &key.digest);
-            match prepare_dir(&shard) {
+            let prepared = prepare_dir(&shard);
+            // A directory someone else could write into may hold a planted entry: neither read
+            // nor write it (as OpenSSH refuses such key directories).
+            if let Err(why) = check_trusted_dirs(&root, &shard) {
+                warnings.push(format!(
+                    "engine cache location {} is refused ({why}); trying the next",
+                    loc.display()
+                ));
+                unusable.push(why);
+                continue;
+            }
+            match prepared {
                 Ok(()) => {
                     target = Some(root);
                     break;
@@ -643,9 +697,11 @@ impl EngineCache {
     /// version, GPU); names with characters outside `[A-Za-z0-9._-]` are replaced by their hash.
     pub fn timing_cache_path(&self, name: &str) -> Option<PathBuf> {
         self.config.locations.iter().find_map(|loc| {
-            let dir = cache_dir(loc).join("timing");
+            let root = cache_dir(loc);
+            let dir = root.join("timing");
             prepare_dir(&dir)
                 .ok()
+                .filter(|()| check_trusted_dirs(&root, &dir).is_ok())
                 .map(|()| dir.join(timing_file_name(name)))
         })
     }
@@ -657,7 +713,12 @@ impl EngineCache {
         let key = timing_key(name);
         let mut problems = Vec::new();
         for loc in &self.config.locations {
-            let path = cache_dir(loc).join("timing").join(timing_file_name(name));
+            let root = cache_dir(loc);
+            if let Err(why) = check_trusted_dirs(&root, &root.join("timing")) {
+                problems.push(why);
+                continue;
+            }
+            let path = root.join("timing").join(timing_file_name(name));
             match load_entry(&path, Some(&key)) {
                 Ok((_, bytes)) => return Ok(Some(bytes)),
                 Err(LoadError::Missing) => {}

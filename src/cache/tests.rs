@@ -897,3 +897,295 @@ fn a_hand_made_key_that_disagrees_with_its_fields_is_refused() {
     assert!(cache.get_or_build(&bad, "m", || Ok(vec![1])).is_err());
     assert!(files_below(dir.path()).is_empty());
 }
+
+// ---- hardening (issue 9, items 1 and 6): planted cache files ----------------------------------
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn cache_directories_are_created_0700_and_entries_0644() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("new-location");
+    let cache = cache_at(&[&loc]);
+    let k = key("modes", "");
+    let out = cache.get_or_build(&k, "m", || Ok(payload(1, 100))).unwrap();
+    assert_eq!(out.status, CacheStatus::Miss);
+    let root = cache_dir(&loc);
+    assert_eq!(mode_of(&loc), 0o700);
+    assert_eq!(mode_of(&root), 0o700);
+    assert_eq!(mode_of(&shard_dir(&root, &k.digest)), 0o700);
+    assert_eq!(mode_of(out.location.as_ref().unwrap()), 0o644);
+    let timing = cache.store_timing_cache("t", b"x").unwrap();
+    assert_eq!(mode_of(timing.parent().unwrap()), 0o700);
+}
+
+#[test]
+fn a_cache_dir_writable_by_others_is_refused_and_the_build_kept_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(&[dir.path()]);
+    let k = key("world-writable-dir", "");
+    cache.get_or_build(&k, "m", || Ok(payload(1, 100))).unwrap();
+    let root = cache_dir(dir.path());
+    for (shard, mode) in [(false, 0o777), (true, 0o770)] {
+        let k = key("world-writable-dir", &format!("{mode:o}"));
+        let d = if shard {
+            shard_dir(&root, &k.digest)
+        } else {
+            root.clone()
+        };
+        fs::create_dir_all(&d).unwrap();
+        chmod(&d, mode);
+        let builds = AtomicUsize::new(0);
+        // A planted entry sits there already; it must not be read.
+        let planted = entry_file(&root, &k.digest, "engine");
+        let header = encode_header(&k, b"planted");
+        if mode == 0o777 {
+            fs::create_dir_all(planted.parent().unwrap()).unwrap();
+            fs::write(&planted, [header.as_slice(), b"planted"].concat()).unwrap();
+            chmod(&planted, 0o644);
+        }
+        let out = cache
+            .get_or_build(&k, "m", || {
+                builds.fetch_add(1, Ordering::SeqCst);
+                Ok(payload(2, 100))
+            })
+            .unwrap();
+        assert_eq!(
+            builds.load(Ordering::SeqCst),
+            1,
+            "must rebuild, not trust the entry"
+        );
+        assert!(
+            matches!(out.status, CacheStatus::MemoryOnly { .. }),
+            "{:?}",
+            out.status
+        );
+        assert_eq!(*out.artifact, payload(2, 100));
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains("not trusted") && w.contains(&format!("{mode:04o}"))),
+            "{:?}",
+            out.warnings
+        );
+        chmod(&d, 0o700);
+    }
+}
+
+#[test]
+fn an_entry_writable_by_others_or_owned_by_another_user_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(&[dir.path()]);
+    let k = key("untrusted-entry", "");
+    let out = cache.get_or_build(&k, "m", || Ok(payload(1, 100))).unwrap();
+    let path = out.location.unwrap();
+    chmod(&path, 0o666);
+    let out = cache.get_or_build(&k, "m", || Ok(payload(2, 100))).unwrap();
+    match &out.status {
+        CacheStatus::Rebuilt { reason } => assert!(reason.contains("0666"), "{reason}"),
+        s => panic!("expected a rebuild, got {s:?}"),
+    }
+    assert_eq!(*out.artifact, payload(2, 100));
+    assert_eq!(mode_of(&path), 0o644, "the replacement is ours and 0644");
+
+    // Owned by another user: only root can make such a file; the rule itself is covered by
+    // safe_file's owner_and_mode_rule test everywhere.
+    if crate::safe_file::current_uid() == 0 {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 4242, 4242) }, 0);
+        let out = cache.get_or_build(&k, "m", || Ok(payload(3, 100))).unwrap();
+        match &out.status {
+            CacheStatus::Rebuilt { reason } => assert!(reason.contains("uid 4242"), "{reason}"),
+            s => panic!("expected a rebuild, got {s:?}"),
+        }
+    }
+}
+
+#[test]
+fn planted_fifos_and_symlinks_in_the_cache_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("loc");
+    let cache = cache_at(&[&loc]);
+    let root = cache_dir(&loc);
+
+    // An entry that is a FIFO: refused at once (an open without O_NONBLOCK would block).
+    let k = key("fifo-entry", "");
+    let entry = entry_file(&root, &k.digest, "engine");
+    prepare_dir(entry.parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(entry.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (c2, k2) = (cache.clone(), k.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(c2.get_or_build(&k2, "m", || Ok(payload(1, 10))));
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a FIFO cache entry blocked the lookup")
+        .unwrap();
+    match &out.status {
+        CacheStatus::Rebuilt { reason } => assert!(reason.contains("FIFO"), "{reason}"),
+        s => panic!("expected a rebuild, got {s:?}"),
+    }
+
+    // An entry that is a symlink to a valid entry outside the cache: not read.
+    let k = key("symlink-entry", "");
+    let foreign = outside.path().join("foreign.engine");
+    fs::write(
+        &foreign,
+        [encode_header(&k, b"evil").as_slice(), b"evil"].concat(),
+    )
+    .unwrap();
+    let entry = entry_file(&root, &k.digest, "engine");
+    prepare_dir(entry.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&foreign, &entry).unwrap();
+    let out = cache.get_or_build(&k, "m", || Ok(payload(2, 10))).unwrap();
+    assert_eq!(*out.artifact, payload(2, 10));
+    assert!(
+        matches!(&out.status, CacheStatus::Rebuilt { reason } if reason.contains("outside")),
+        "{:?}",
+        out.status
+    );
+
+    // A lock file that is a symlink out of the cache: not followed, nothing created there.
+    let k = key("symlink-lock", "");
+    let lock = entry_file(&root, &k.digest, "lock");
+    prepare_dir(lock.parent().unwrap()).unwrap();
+    let target = outside.path().join("created-through-the-link");
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    let out = cache.get_or_build(&k, "m", || Ok(payload(3, 10))).unwrap();
+    assert_eq!(out.status, CacheStatus::Miss);
+    assert!(!target.exists(), "the lock was opened through the symlink");
+    assert!(
+        out.warnings.iter().any(|w| w.contains("cannot lock")),
+        "{:?}",
+        out.warnings
+    );
+}
+
+// ---- fuzz (issue 9, item 9): the header reader on mutated entries, in memory ----------------
+
+mod fuzz {
+    use super::super::entry::{encode_header, read_header};
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        /// Any bytes: `read_header` returns a header or a reason, never panics or allocates
+        /// what a length field claims beyond the bytes present; whatever it accepts hashes to
+        /// its digest.
+        #[test]
+        fn read_header_never_panics(
+            edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+            cut in any::<usize>(),
+            fields_len in prop::option::of(any::<u32>()),
+        ) {
+            let key = key("fuzz-header", "");
+            let mut b = encode_header(&key, b"payload");
+            b.extend_from_slice(b"payload");
+            if let Some(n) = fields_len {
+                b[116..120].copy_from_slice(&n.to_le_bytes());
+            }
+            for (p, v) in &edits {
+                let i = p % b.len();
+                b[i] = *v;
+            }
+            let cut = cut % (b.len() + 1);
+            if let Ok(h) = read_header(&mut &b[..cut]) {
+                prop_assert_eq!(key::digest_of(&h.fields), h.digest);
+            }
+        }
+    }
+}
+
+const KILL_ENV: &str = "RUSTTRT_CACHE_TEST_KILL_DIR";
+
+/// kill -9 of a process in the middle of a build (holding the key's flock): the lock dies with
+/// it, so the next process builds at once (no wait, no stale lock), and nothing half-written is
+/// ever read.
+#[test]
+fn a_build_killed_with_sigkill_leaves_the_key_usable() {
+    let key_of = |dir: &Path| {
+        CacheKey::builder()
+            .field(
+                "model_digest",
+                fs::read_to_string(dir.join("nonce")).unwrap(),
+            )
+            .build()
+    };
+    let cache_of = |dir: &Path| {
+        EngineCache::new(CacheConfig {
+            locations: vec![dir.join("cache")],
+            max_bytes: None,
+            memory_fallback: false,
+        })
+    };
+    if let Ok(dir) = std::env::var(KILL_ENV) {
+        let dir = PathBuf::from(dir);
+        let _ = cache_of(&dir).get_or_build(&key_of(&dir), "m", || {
+            fs::write(dir.join("building"), b"").unwrap();
+            std::thread::sleep(Duration::from_secs(120));
+            Ok(payload(1, 10))
+        });
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("nonce"),
+        format!("kill-{:?}", SystemTime::now()),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "cache::tests::a_build_killed_with_sigkill_leaves_the_key_usable",
+            "--test-threads=1",
+        ])
+        .env(KILL_ENV, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.path().join("building").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the child never started building"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // A write that was cut short leaves a temp file: never read, pruned when stale.
+    let k = key_of(dir.path());
+    let root = cache_dir(&dir.path().join("cache"));
+    fs::write(
+        shard_dir(&root, &k.digest).join(format!(".{}.engine.99999.0.tmp", k.digest)),
+        b"RTRTCACH half",
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(cache_of(&d).get_or_build(&key_of(&d), "m", || Ok(payload(2, 10))));
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the lock of the killed builder was not released")
+        .unwrap();
+    assert_eq!(out.status, CacheStatus::Miss);
+    assert_eq!(*out.artifact, payload(2, 10));
+}

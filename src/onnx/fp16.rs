@@ -143,6 +143,8 @@ pub struct Fp16Report {
     pub values_flushed_to_zero: u64,
     /// Values that became FP16 subnormals (|x| < 6.1e-5, reduced precision).
     pub values_subnormal: u64,
+    /// Initializers (dense or sparse) with at least one value clamped to ±65504.
+    pub clamped_initializers: BTreeSet<String>,
 }
 
 impl std::fmt::Display for Fp16Report {
@@ -869,7 +871,11 @@ impl Ctx<'_> {
                 other: None,
             };
             if prec == Prec::F16 {
+                let clamped_before = self.report.values_clamped;
                 let converted = self.tensor_to_fp16(t)?;
+                if self.report.values_clamped > clamped_before {
+                    self.report.clamped_initializers.insert(name.clone());
+                }
                 let orig = std::mem::replace(t, converted);
                 self.report.initializers_converted += 1;
                 if plan.demand.get(&name).is_some_and(|d| d.1) && numel(&orig) <= COPY_LIMIT {
@@ -891,7 +897,11 @@ impl Ctx<'_> {
             let name = s.values.name().to_string();
             let prec = self.constant_storage(&name, &plan, main);
             if prec == Prec::F16 {
+                let clamped_before = self.report.values_clamped;
                 let v = self.tensor_to_fp16(&s.values)?;
+                if self.report.values_clamped > clamped_before {
+                    self.report.clamped_initializers.insert(name.clone());
+                }
                 s.values = MessageField::some(v);
                 self.report.initializers_converted += 1;
             }
@@ -1177,8 +1187,16 @@ fn prec_tag(p: Prec) -> &'static str {
     }
 }
 
+/// Element count of a tensor's dims (a negative dim counts as 0). Dims whose product overflows
+/// give `usize::MAX`, which no data matches: [`float_values`] then refuses the tensor.
 fn numel(t: &TensorProto) -> usize {
-    t.dims.iter().map(|&d| d.max(0) as usize).product()
+    if t.dims.iter().any(|&d| d <= 0) {
+        return 0;
+    }
+    t.dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+        .unwrap_or(usize::MAX)
 }
 
 fn constant_numel(n: &NodeProto) -> usize {

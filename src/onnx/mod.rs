@@ -19,13 +19,12 @@ pub use proto::onnx::{
 };
 
 use crate::engine::{Signature, TensorSpec};
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
+use crate::safe_file::{self, SafeFile, MAX_MODEL_BYTES};
 use crate::types::DataType;
 use protobuf::Message;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 /// `TensorProto.DataType` values used by this module and by [`fp16`].
@@ -71,11 +70,12 @@ impl OnnxModel {
     /// Reads and parses an ONNX file (external data stays external; see
     /// [`load_with_external_data`]).
     ///
-    /// Errors: NOT_FOUND naming the path if the file is missing; INVALID_ARG
-    /// `not an ONNX model: <path>: <protobuf error>` if it does not parse.
+    /// Errors: NOT_FOUND naming the path if the file is missing; INVALID_ARG if it is not a
+    /// regular file (a FIFO, a device: refused without blocking, see [`crate::safe_file`]), is
+    /// over 2 GiB, or does not parse (`not an ONNX model: <path>: <protobuf error>`).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = read_file(path, "ONNX model")?;
+        let bytes = safe_file::read_file(path, "ONNX model", MAX_MODEL_BYTES)?;
         Self::parse(&bytes, path.to_path_buf())
     }
 
@@ -206,21 +206,35 @@ impl OnnxModel {
         Ok(out)
     }
 
+    /// Opens every external data file the model refers to through [`open_external`] (no byte
+    /// is read): each must be a regular file that stays inside the model's directory once
+    /// symlinks are resolved. Run at load, before an engine library opens them by path.
+    pub fn check_external_data(&self) -> Result<()> {
+        let base = self.base_dir();
+        for f in self.external_data_files()? {
+            let rel = f.strip_prefix(base).unwrap_or(&f);
+            open_external(base, rel, &self.path)?;
+        }
+        Ok(())
+    }
+
     /// Reads every externally stored tensor into its `raw_data` and clears its external
-    /// reference, so the model is self-contained.
+    /// reference, so the model is self-contained. Files are opened by [`open_external`].
     ///
-    /// Errors: a missing file (NOT_FOUND), an offset/length outside the file or a location
-    /// leaving the model directory (INVALID_ARG).
+    /// Errors: a missing file (NOT_FOUND), an offset/length outside the file, a location
+    /// leaving the model directory (also through a symlink), a file that is not regular, more
+    /// than 2 GiB in all (protobuf's limit) (INVALID_ARG).
     pub fn inline_external_data(&mut self) -> Result<()> {
         let base = self.base_dir().to_path_buf();
         let model_path = self.path.clone();
-        let mut files: HashMap<PathBuf, File> = HashMap::new();
+        let mut files: HashMap<PathBuf, SafeFile> = HashMap::new();
+        let mut budget = MAX_MODEL_BYTES;
         let mut err = None;
         for_each_tensor_mut(&mut self.proto, &mut |t| {
             if err.is_some() {
                 return;
             }
-            if let Err(e) = inline_one(t, &base, &model_path, &mut files) {
+            if let Err(e) = inline_one(t, &base, &model_path, &mut files, &mut budget) {
                 err = Some(e);
             }
         });
@@ -247,7 +261,7 @@ pub fn load_with_external_data(path: impl AsRef<Path>) -> Result<OnnxModel> {
 /// collide. External files are streamed, not read into memory.
 pub fn model_digest(path: impl AsRef<Path>) -> Result<String> {
     let path = path.as_ref();
-    let bytes = read_file(path, "ONNX model")?;
+    let bytes = safe_file::read_file(path, "ONNX model", MAX_MODEL_BYTES)?;
     let model = OnnxModel::parse(&bytes, path.to_path_buf())?;
     let mut h = Sha256::new();
     h.update(b"rusttrt-onnx-digest-v1\0");
@@ -265,10 +279,10 @@ pub fn model_digest(path: impl AsRef<Path>) -> Result<String> {
         entries.insert(rel, f);
     }
     for (rel, file) in entries {
-        let mut fh = open_file(&file, path, "external data file")?;
-        let len = fh.metadata()?.len();
+        let fh = open_external(&base, Path::new(&rel), path)?;
+        let len = fh.len;
         frame(&mut h, rel.as_bytes(), len);
-        let copied = std::io::copy(&mut (&mut fh).take(len), &mut h)?;
+        let copied = std::io::copy(&mut std::io::Read::take(&fh.file, len), &mut h)?;
         if copied != len {
             return Err(Error::internal(format!(
                 "external data file {} of model {} shrank while it was hashed ({copied} of {len} bytes)",
@@ -286,31 +300,14 @@ fn frame(h: &mut Sha256, name: &[u8], len: u64) {
     h.update(len.to_le_bytes());
 }
 
-fn open_file(path: &Path, model: &Path, what: &str) -> Result<File> {
-    File::open(path).map_err(|e| {
-        let msg = if path == model {
-            format!("cannot open {what} {}: {e}", path.display())
-        } else {
-            format!(
-                "cannot open {what} {} (of model {}): {e}",
-                path.display(),
-                model.display()
-            )
-        };
-        let code = match e.kind() {
-            std::io::ErrorKind::NotFound => ErrorCode::NotFound,
-            _ => ErrorCode::Internal,
-        };
-        Error::new(code, msg)
-    })
-}
-
-fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let mut f = open_file(path, path, what)?;
-    let mut v = Vec::new();
-    f.read_to_end(&mut v)
-        .map_err(|e| Error::internal(format!("cannot read {what} {}: {e}", path.display())))?;
-    Ok(v)
+/// Opens an external data file of `model` (`rel`: its location relative to `base`, the model's
+/// directory) through [`safe_file::open_in_dir`]: a regular file that, symlinks followed, lies
+/// inside the model's directory; never blocks. The one way the cache-key hashing
+/// ([`model_digest`]), the FP16 converter and the accuracy guard ([`inline_external_data`](
+/// OnnxModel::inline_external_data)) open external data. Errors name the model.
+pub fn open_external(base: &Path, rel: &Path, model: &Path) -> Result<SafeFile> {
+    safe_file::open_in_dir(base, rel, "external data file")
+        .map_err(|e| e.context(format!("model {}", model.display())))
 }
 
 /// `location` of an externally stored tensor (`None` for inline tensors).
@@ -363,12 +360,14 @@ fn inline_one(
     t: &mut TensorProto,
     base: &Path,
     model: &Path,
-    files: &mut HashMap<PathBuf, File>,
+    files: &mut HashMap<PathBuf, SafeFile>,
+    budget: &mut u64,
 ) -> Result<()> {
     let Some(loc) = external_location(t) else {
         return Ok(());
     };
-    let file = base.join(checked_location(loc, model)?);
+    let rel = checked_location(loc, model)?;
+    let file = base.join(&rel);
     let mut offset = 0u64;
     let mut length = None;
     for kv in &t.external_data {
@@ -389,11 +388,11 @@ fn inline_one(
         }
     }
     if !files.contains_key(&file) {
-        let f = open_file(&file, model, "external data file")?;
+        let f = open_external(base, &rel, model)?;
         files.insert(file.clone(), f);
     }
     let f = files.get_mut(&file).expect("inserted above");
-    let size = f.metadata()?.len();
+    let size = f.len;
     let length = length.unwrap_or(size.saturating_sub(offset));
     if offset.checked_add(length).is_none_or(|end| end > size) {
         return Err(Error::invalid_arg(format!(
@@ -404,9 +403,19 @@ fn inline_one(
             file.display()
         )));
     }
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = vec![0u8; length as usize];
-    f.read_exact(&mut buf)?;
+    if length > *budget {
+        return Err(Error::invalid_arg(format!(
+            "model {}: tensor '{}': {length} bytes of external data in {} would take the \
+             inlined model over {MAX_MODEL_BYTES} bytes (protobuf's 2 GiB limit)",
+            model.display(),
+            t.name(),
+            file.display()
+        )));
+    }
+    let what = format!("external data of tensor '{}'", t.name());
+    let buf = safe_file::read_range(f, offset, length, *budget, &what)
+        .map_err(|e| e.context(format!("model {}", model.display())))?;
+    *budget -= length;
     t.raw_data = Some(buf);
     t.external_data.clear();
     t.data_location = None;

@@ -304,3 +304,147 @@ onnx.save(m, r"{a}")
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "True");
 }
+
+// ---- hardening (issue 9, item 1): planted files ------------------------------------------------
+
+/// Runs `f` on another thread and fails the test if it takes over 20 s (an open that blocks on a
+/// FIFO would hang forever).
+fn within_timeout<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what} blocked for 20 s"))
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn a_fifo_as_model_or_external_data_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    mkfifo(&model);
+    let (load, digest) = within_timeout("opening a FIFO model", move || {
+        (
+            OnnxModel::load(&model).unwrap_err(),
+            model_digest(&model).unwrap_err(),
+        )
+    });
+    for e in [load, digest] {
+        assert_eq!(e.code(), ErrorCode::InvalidArg);
+        assert!(
+            e.to_string().contains("FIFO") && e.to_string().contains("model.onnx"),
+            "{e}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = external_model(dir.path(), "w.bin", &[1.0; 3]);
+    std::fs::remove_file(dir.path().join("w.bin")).unwrap();
+    mkfifo(&dir.path().join("w.bin"));
+    let errors = within_timeout("opening FIFO external data", move || {
+        let m = OnnxModel::load(&p).unwrap();
+        vec![
+            model_digest(&p).unwrap_err(),
+            load_with_external_data(&p).unwrap_err(),
+            fp16::convert_to_fp16(&m, &fp16::Fp16Options::default()).unwrap_err(),
+        ]
+    });
+    for e in errors {
+        assert_eq!(e.code(), ErrorCode::InvalidArg, "{e}");
+        assert!(
+            e.to_string().contains("FIFO") && e.to_string().contains("w.bin"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn external_data_through_a_symlink_out_of_the_model_dir_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), [7u8; 64]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = external_model(dir.path(), "w.bin", &[1.0; 3]);
+    std::fs::remove_file(dir.path().join("w.bin")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("w.bin")).unwrap();
+    for e in [
+        model_digest(&p).unwrap_err(),
+        load_with_external_data(&p).unwrap_err(),
+    ] {
+        assert_eq!(e.code(), ErrorCode::InvalidArg, "{e}");
+        assert!(e.to_string().contains("outside the directory"), "{e}");
+    }
+    // A symlink to a device is refused the same way (it leaves the directory) ...
+    std::fs::remove_file(dir.path().join("w.bin")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("w.bin")).unwrap();
+    assert!(load_with_external_data(&p).is_err());
+    // ... and a model file that is a device is refused as one, without reading forever.
+    let model = dir.path().join("dev.onnx");
+    std::os::unix::fs::symlink("/dev/zero", &model).unwrap();
+    let e = within_timeout("reading /dev/zero", move || {
+        OnnxModel::load(&model).unwrap_err()
+    });
+    assert!(e.to_string().contains("character device"), "{e}");
+    // `../` locations are refused by every reader, not only by the listing.
+    let sub = dir.path().join("m");
+    std::fs::create_dir(&sub).unwrap();
+    let p = external_model(&sub, "w.bin", &[1.0; 3]);
+    let mut m = OnnxModel::load(&p).unwrap();
+    m.proto.graph.as_mut().unwrap().initializer[0].external_data[0].set_value("../w.bin".into());
+    std::fs::write(&p, m.to_bytes().unwrap()).unwrap();
+    std::fs::copy(sub.join("w.bin"), dir.path().join("w.bin")).unwrap();
+    assert_eq!(model_digest(&p).unwrap_err().code(), ErrorCode::InvalidArg);
+    assert_eq!(
+        load_with_external_data(&p).unwrap_err().code(),
+        ErrorCode::InvalidArg
+    );
+}
+
+#[test]
+fn a_huge_declared_external_length_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = external_model(dir.path(), "w.bin", &[1.0; 3]);
+    // A sparse 3 GiB file (no disk used) and a tensor that claims all of it.
+    let size: u64 = 3 << 30;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("w.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let mut m = OnnxModel::load(&p).unwrap();
+    m.proto.graph.as_mut().unwrap().initializer[0].external_data[2].set_value(size.to_string());
+    m.proto.graph.as_mut().unwrap().initializer[0].external_data[1].set_value("0".into());
+    let e = m.inline_external_data().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArg);
+    assert!(
+        e.to_string().contains("2 GiB") && e.to_string().contains("'w'"),
+        "{e}"
+    );
+    // A length past the end of the file is refused before anything is allocated.
+    m.proto.graph.as_mut().unwrap().initializer[0].external_data[2].set_value(u64::MAX.to_string());
+    let e = m.inline_external_data().unwrap_err();
+    assert!(e.to_string().contains("lies outside"), "{e}");
+}
+
+/// Found by tests/fuzz.rs (onnx_models): an initializer whose dims multiply past `usize`
+/// overflowed the converter's element count (a panic in debug builds, a wrong count in release).
+#[test]
+fn fp16_conversion_of_a_tensor_with_overflowing_dims_is_an_error() {
+    let mut t = tensor_f32("w", &[1 << 31, 1 << 40], &[]);
+    t.raw_data = None;
+    let m = Gb::new("g")
+        .input("x", F32, &[-1, 3])
+        .init(t)
+        .output("y", F32, &[-1, 3])
+        .node("Mul", &["x", "w"], &["y"], vec![])
+        .onnx(17);
+    let e = fp16::convert_to_fp16(&m, &fp16::Fp16Options::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArg);
+    assert!(e.to_string().contains("'w'"), "{e}");
+}

@@ -165,7 +165,11 @@ fn group_kind(k: u32) -> GroupKind {
 
 /// Triton's instance-group normalization: a missing group comes from the backend's first
 /// usable preferred group (named after the model), then names, kinds, counts and GPUs are
-/// filled in.
+/// filled in. A count below 1 (0 or negative) is not refused by Triton: it takes the count of
+/// a preferred group of the same kind, else Triton's default (`SetDefaultInstanceCount`: 1,
+/// 2 for KIND_CPU of the `tensorflow` and `onnxruntime` backends). Source:
+/// triton-inference-server/core src/model_config_utils.cc `NormalizeInstanceGroup`,
+/// `SetDefaultInstanceCount` (checked at commit 73aad7c, June 2026).
 fn normalize_instance_groups(
     cfg: &mut ModelConfig,
     gpu_count: usize,
@@ -199,6 +203,7 @@ fn normalize_instance_groups(
         cfg.instance_group.push(g);
     }
     let model = cfg.name.clone();
+    let cfg_backend = cfg.backend.clone();
     for (i, g) in cfg.instance_group.iter_mut().enumerate() {
         if g.name.is_empty() {
             g.name = format!("{model}_{i}");
@@ -233,7 +238,13 @@ fn normalize_instance_groups(
             }
         }
         if g.count < 1 {
-            g.count = 1;
+            g.count = if kind == GroupKind::KIND_CPU
+                && matches!(cfg_backend.as_str(), "tensorflow" | "onnxruntime")
+            {
+                2
+            } else {
+                1
+            };
         }
         if kind == GroupKind::KIND_GPU && g.gpus.is_empty() {
             g.gpus = supported.clone();
@@ -598,6 +609,53 @@ mod tests {
 
     fn cfg(text: &str) -> ModelConfig {
         pbtxt::parse(text).unwrap()
+    }
+
+    /// Triton does not refuse an instance count <= 0: it replaces it with a preferred group's
+    /// count or its default (see `normalize_instance_groups`), and so does the host.
+    #[test]
+    fn instance_counts_below_one_get_tritons_default() {
+        for (backend, text, want) in [
+            (
+                "rusttrt",
+                "instance_group [ { kind: KIND_CPU count: 0 } ]",
+                1,
+            ),
+            (
+                "rusttrt",
+                "instance_group [ { kind: KIND_CPU count: -7 } ]",
+                1,
+            ),
+            (
+                "onnxruntime",
+                "instance_group [ { kind: KIND_CPU count: -1 } ]",
+                2,
+            ),
+            ("tensorflow", "instance_group [ { kind: KIND_CPU } ]", 2),
+            (
+                "onnxruntime",
+                "instance_group [ { kind: KIND_CPU count: 5 } ]",
+                5,
+            ),
+        ] {
+            let mut c = cfg(text);
+            normalize(&mut c, "m", backend, 0, &[]).unwrap();
+            assert_eq!(c.instance_group[0].count, want, "{backend}: {text}");
+        }
+        // A preferred group of the same kind gives its count.
+        let pref = [PreferredGroup {
+            kind: TRITONSERVER_INSTANCEGROUPKIND_CPU,
+            count: 4,
+            device_ids: vec![],
+        }];
+        let mut c = cfg("instance_group [ { kind: KIND_CPU count: -2 } ]");
+        normalize(&mut c, "m", "rusttrt", 0, &pref).unwrap();
+        assert_eq!(c.instance_group[0].count, 4);
+        // What reaches validation after normalization is never below 1; validation still
+        // refuses one (a config changed behind normalization's back).
+        c.instance_group[0].count = 0;
+        let e = validate(&c, 0).unwrap_err();
+        assert!(e.msg.contains("count >= 1"), "{}", e.msg);
     }
 
     #[test]

@@ -425,9 +425,11 @@ impl TensorRtFactory {
             None
         };
         let cache_in = match &cache_path {
-            Some(p) => match std::fs::read(p) {
+            // A timing cache only speeds the build up: one that cannot be read safely (not a
+            // regular file, planted through a link, oversized) is ignored with a warning.
+            Some(p) if !p.exists() => Vec::new(),
+            Some(p) => match crate::safe_file::read_file(p, "TensorRT timing cache", 1 << 30) {
                 Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => {
                     emit_log(
                         LogSeverity::Warning,
@@ -561,8 +563,7 @@ impl EngineFactory for TensorRtFactory {
             Some(plan) => self.load_plan(spec, plan),
             None => {
                 // No cached plan: build from the ONNX file now, without keeping the plan.
-                let onnx = std::fs::read(&spec.model_path)
-                    .ctx(|| format!("reading '{}'", spec.model_path.display()))?;
+                let onnx = crate::onnx::load_with_external_data(&spec.model_path)?.to_bytes()?;
                 let plan = self.build_plan(spec, &onnx)?;
                 self.load_plan(spec, &plan)
             }
