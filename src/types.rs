@@ -133,6 +133,21 @@ pub fn shape_str(shape: &[i64]) -> String {
     format!("[{}]", parts.join(","))
 }
 
+/// One tensor of a model's or an engine's I/O signature; `dims` is the full shape with `-1` for dynamic dims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: DataType,
+    pub dims: Vec<i64>,
+}
+
+/// The I/O signature of a model or engine, in graph order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Signature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

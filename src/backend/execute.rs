@@ -109,7 +109,7 @@ pub fn execute(inst: &mut InstanceState, instance: ModelInstance, requests: Vec<
             s.response = Response::new(&s.request).ok();
         }
         if let Some(r) = s.response.take() {
-            if let Err(e) = r.send(s.error.as_ref()) {
+            if let Err(e) = s.request.respond(r, s.error.as_ref()) {
                 log!(
                     Error,
                     "model '{}': sending the response of request '{}' failed: {e}",

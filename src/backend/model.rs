@@ -99,12 +99,16 @@ impl ModelState {
                 );
             }
         }
-        Self::from_parts(name, version, raw, backend, repo, model_path, signature)
+        Self::from_parts(
+            name, version, raw, backend, repo, model_path, signature, true,
+        )
     }
 
     /// The model state from its final config JSON (what Triton holds after auto-complete), the
     /// model's directory and file and its signature: config parsed and validated, parameters
-    /// resolved. The build worker rebuilds a model's state this way in its own process.
+    /// resolved. The build worker rebuilds a model's state this way in its own process, with
+    /// `announce` false: the server has logged the settings and their warnings already.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         name: String,
         version: u64,
@@ -113,6 +117,7 @@ impl ModelState {
         repo: PathBuf,
         model_path: PathBuf,
         signature: Signature,
+        announce: bool,
     ) -> Result<ModelState> {
         let ctx = |e: Error| e.context(format!("model '{name}' version {version}"));
         let mut config = ModelConfig::parse(raw).map_err(ctx)?;
@@ -120,14 +125,16 @@ impl ModelState {
         config.bind_scalars(&signature);
         let params = ModelParams::resolve(&config, &backend, &repo)?;
         let model_dir = repo;
-        for w in &params.warnings {
-            log!(Warn, "model '{name}': {w}");
+        if announce {
+            for w in &params.warnings {
+                log!(Warn, "model '{name}': {w}");
+            }
+            log!(
+                Info,
+                "model '{name}': effective settings: {}",
+                params.describe()
+            );
         }
-        log!(
-            Info,
-            "model '{name}': effective settings: {}",
-            params.describe()
-        );
         // From here on the model's parameters are the resolved ones: every engine and cache
         // option under its rusttrt name, validated, paths absolute (params.rs).
         config.parameters = params.effective.clone();

@@ -327,6 +327,7 @@ pub fn run_job(job: &Job) -> Result<Vec<u8>> {
         job.model_dir.clone(),
         job.model_path.clone(),
         signature,
+        false,
     )?;
     let device = match job.gpu {
         None => Device::Cpu,

@@ -12,6 +12,8 @@ pub mod tensorrt;
 
 use crate::error::Result;
 use crate::types::DataType;
+/// The I/O signature types live in `types` (the ONNX tools read them too); engines use them here.
+pub use crate::types::{Signature, TensorSpec};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::PathBuf;
@@ -39,21 +41,6 @@ pub enum Device {
     Cpu,
     /// CUDA ordinal.
     Gpu(i32),
-}
-
-/// One tensor of an engine's I/O signature; `dims` is the full shape with `-1` for dynamic dims.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorSpec {
-    pub name: String,
-    pub dtype: DataType,
-    pub dims: Vec<i64>,
-}
-
-/// The I/O signature of a model or engine, in graph order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Signature {
-    pub inputs: Vec<TensorSpec>,
-    pub outputs: Vec<TensorSpec>,
 }
 
 /// Everything an engine build depends on. Every field goes into the cache key

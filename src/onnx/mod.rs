@@ -18,10 +18,9 @@ pub use proto::onnx::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
 };
 
-use crate::engine::{Signature, TensorSpec};
 use crate::error::{Error, Result};
 use crate::safe_file::{self, SafeFile, MAX_MODEL_BYTES};
-use crate::types::DataType;
+use crate::types::{DataType, Signature, TensorSpec};
 use protobuf::Message;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};

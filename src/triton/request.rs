@@ -9,7 +9,15 @@ use std::os::raw::{c_char, c_void};
 
 /// A request handed to Execute. Valid until [`Request::release`], which consumes it; everything
 /// borrowed from it ([`Input`], names, buffers) cannot outlive it.
-pub struct Request(*mut ffi::TRITONBACKEND_Request);
+///
+/// A request that leaves Execute unreleased (a bug: every path answers and releases) still gets
+/// what Triton needs when it is dropped: an INTERNAL error response if none was sent through
+/// [`Request::respond`], and its release.
+pub struct Request {
+    ptr: *mut ffi::TRITONBACKEND_Request,
+    answered: bool,
+    release_tried: bool,
+}
 
 // SAFETY: a request handle may be used from any thread (Triton hands requests between threads);
 // the wrapper is not Sync, so one thread uses it at a time.
@@ -20,18 +28,29 @@ impl Request {
     /// `ptr` is one of the requests passed to the current Execute, not yet released, and this
     /// wrapper is the only one made for it.
     pub unsafe fn from_raw(ptr: *mut ffi::TRITONBACKEND_Request) -> Self {
-        Request(ptr)
+        Request {
+            ptr,
+            answered: false,
+            release_tried: false,
+        }
     }
 
     pub(crate) fn as_ptr(&self) -> *mut ffi::TRITONBACKEND_Request {
-        self.0
+        self.ptr
+    }
+
+    /// Sends `response` (one of this request's) as its FINAL response, with `error` if it
+    /// failed; the request then counts as answered.
+    pub fn respond(&mut self, response: Response, error: Option<&Error>) -> Result<()> {
+        self.answered = true;
+        response.send(error)
     }
 
     /// The request id (empty when the client set none).
     pub fn id(&self) -> String {
         let mut p: *const c_char = std::ptr::null();
         // SAFETY: valid request; the id is copied.
-        match check(unsafe { ffi::TRITONBACKEND_RequestId(self.0, &mut p) }) {
+        match check(unsafe { ffi::TRITONBACKEND_RequestId(self.ptr, &mut p) }) {
             // SAFETY: valid (or null) C string.
             Ok(()) => unsafe { cstr_to_string(p) },
             Err(_) => String::new(),
@@ -41,7 +60,7 @@ impl Request {
     pub fn is_cancelled(&self) -> Result<bool> {
         let mut b = false;
         // SAFETY: valid request.
-        check(unsafe { ffi::TRITONBACKEND_RequestIsCancelled(self.0, &mut b) })?;
+        check(unsafe { ffi::TRITONBACKEND_RequestIsCancelled(self.ptr, &mut b) })?;
         Ok(b)
     }
 
@@ -49,12 +68,12 @@ impl Request {
     pub fn input_names(&self) -> Result<Vec<String>> {
         let mut n = 0u32;
         // SAFETY: valid request.
-        check(unsafe { ffi::TRITONBACKEND_RequestInputCount(self.0, &mut n) })?;
+        check(unsafe { ffi::TRITONBACKEND_RequestInputCount(self.ptr, &mut n) })?;
         (0..n)
             .map(|i| {
                 let mut p: *const c_char = std::ptr::null();
                 // SAFETY: valid request, index in range.
-                check(unsafe { ffi::TRITONBACKEND_RequestInputName(self.0, i, &mut p) })?;
+                check(unsafe { ffi::TRITONBACKEND_RequestInputName(self.ptr, i, &mut p) })?;
                 // SAFETY: valid C string.
                 Ok(unsafe { cstr_to_string(p) })
             })
@@ -66,7 +85,7 @@ impl Request {
         let c = super::c_string(name);
         let mut input = std::ptr::null_mut();
         // SAFETY: valid request and name.
-        match check(unsafe { ffi::TRITONBACKEND_RequestInput(self.0, c.as_ptr(), &mut input) }) {
+        match check(unsafe { ffi::TRITONBACKEND_RequestInput(self.ptr, c.as_ptr(), &mut input) }) {
             Ok(()) if !input.is_null() => Ok(Some(Input::new(input)?)),
             Ok(()) => Ok(None),
             Err(e) if e.code() == crate::ErrorCode::NotFound => Ok(None),
@@ -78,12 +97,12 @@ impl Request {
     pub fn output_names(&self) -> Result<Vec<String>> {
         let mut n = 0u32;
         // SAFETY: valid request.
-        check(unsafe { ffi::TRITONBACKEND_RequestOutputCount(self.0, &mut n) })?;
+        check(unsafe { ffi::TRITONBACKEND_RequestOutputCount(self.ptr, &mut n) })?;
         (0..n)
             .map(|i| {
                 let mut p: *const c_char = std::ptr::null();
                 // SAFETY: valid request, index in range.
-                check(unsafe { ffi::TRITONBACKEND_RequestOutputName(self.0, i, &mut p) })?;
+                check(unsafe { ffi::TRITONBACKEND_RequestOutputName(self.ptr, i, &mut p) })?;
                 // SAFETY: valid C string.
                 Ok(unsafe { cstr_to_string(p) })
             })
@@ -92,14 +111,36 @@ impl Request {
 
     /// Releases the request back to Triton (`RELEASE_ALL`). On error the request stays ours and
     /// is returned with the error.
-    pub fn release(self) -> std::result::Result<(), (Request, Error)> {
-        // SAFETY: valid request, released exactly once (the wrapper is consumed).
+    pub fn release(mut self) -> std::result::Result<(), (Request, Error)> {
+        self.release_tried = true;
+        // SAFETY: valid request, released exactly once (the wrapper is consumed, and its drop
+        // does not release again).
         match check(unsafe {
-            ffi::TRITONBACKEND_RequestRelease(self.0, ffi::TRITONSERVER_REQUEST_RELEASE_ALL)
+            ffi::TRITONBACKEND_RequestRelease(self.ptr, ffi::TRITONSERVER_REQUEST_RELEASE_ALL)
         }) {
             Ok(()) => Ok(()),
             Err(e) => Err((self, e)),
         }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if self.release_tried {
+            return;
+        }
+        if !self.answered {
+            let e = Error::internal(
+                "the backend left the request unanswered (a rusttrt bug; please report it)",
+            );
+            if let Ok(r) = Response::new(self) {
+                let _ = r.send(Some(&e));
+            }
+        }
+        // SAFETY: valid request not released yet (release_tried is false), released once here.
+        let _ = check(unsafe {
+            ffi::TRITONBACKEND_RequestRelease(self.ptr, ffi::TRITONSERVER_REQUEST_RELEASE_ALL)
+        });
     }
 }
 
