@@ -32,6 +32,7 @@ pub unsafe extern "C" fn TRITONBACKEND_Initialize(
         // SAFETY: Triton passes a valid backend handle.
         let b = unsafe { Backend::from_raw(backend) }?;
         let ((bmaj, bmin), (smaj, smin)) = triton::api_versions()?;
+        crate::backend::engine_log_to_triton();
         log!(
             Info,
             "rusttrt {} initializing: Triton backend API {bmaj}.{bmin} (built for {}.{}), server API {smaj}.{smin} (built for {}.{})",

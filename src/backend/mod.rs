@@ -20,6 +20,21 @@ pub mod progress;
 pub mod worker;
 
 use crate::error::Result;
+
+/// Routes the engine layer's log (TensorRT's messages included) into Triton's log. Called when
+/// the backend initializes and in the build worker.
+pub fn engine_log_to_triton() {
+    use crate::engine::log::LogSeverity;
+    crate::engine::log::set_log_sink(std::sync::Arc::new(|sev, msg| {
+        let level = match sev {
+            LogSeverity::InternalError | LogSeverity::Error => crate::triton::LogLevel::Error,
+            LogSeverity::Warning => crate::triton::LogLevel::Warn,
+            LogSeverity::Info => crate::triton::LogLevel::Info,
+            LogSeverity::Verbose => crate::triton::LogLevel::Verbose,
+        };
+        crate::triton::log(level, "engine", 0, msg);
+    }));
+}
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -209,16 +209,6 @@ impl ModelState {
             );
         }
         use crate::engine::tensorrt::{self as trt, LogSeverity, TensorRtConfig, TensorRtFactory};
-        // TensorRT's log goes to Triton's.
-        trt::set_log_sink(Arc::new(|sev, msg| {
-            let level = match sev {
-                LogSeverity::InternalError | LogSeverity::Error => crate::triton::LogLevel::Error,
-                LogSeverity::Warning => crate::triton::LogLevel::Warn,
-                LogSeverity::Info => crate::triton::LogLevel::Info,
-                LogSeverity::Verbose => crate::triton::LogLevel::Verbose,
-            };
-            crate::triton::log(level, "tensorrt", 0, msg);
-        }));
         let config = TensorRtConfig {
             shim_path: self.backend.tensorrt_shim_path(),
             nvinfer_path: self.backend.get("tensorrt-library").map(PathBuf::from),

@@ -310,6 +310,7 @@ fn forward(pid: u32, line: &str, last_error: &Mutex<String>) {
 /// The worker's side: rebuilds the model's state from the job and runs the build pipeline;
 /// returns the cache envelope.
 pub fn run_job(job: &Job) -> Result<Vec<u8>> {
+    super::engine_log_to_triton();
     // No metrics in the worker: the server reports them when the envelope comes back.
     let backend = Arc::new(BackendState {
         cmdline: job.backend_cmdline.clone(),

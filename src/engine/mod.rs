@@ -5,6 +5,7 @@
 //! native TensorRT (a thin C++ shim, compiled only where TensorRT headers are found). Everything
 //! above this layer (cache, batching, I/O, statistics, errors) is shared.
 
+pub mod log;
 pub mod ort;
 mod ort_graphs;
 mod ort_shared;

@@ -273,12 +273,14 @@ impl EngineFactory for OrtFactory {
                         spec.model_name
                     ))
                 })?;
-                crate::log!(
-                    Info,
-                    "model '{}': {} weight tensors ({:.1} MB) on GPU {d}, shared by every instance's session",
-                    spec.model_name,
-                    w.values.len(),
-                    w.bytes as f64 / 1e6
+                super::log::emit_log(
+                    super::log::LogSeverity::Info,
+                    &format!(
+                        "model '{}': {} weight tensors ({:.1} MB) on GPU {d}, shared by every instance's session",
+                        spec.model_name,
+                        w.values.len(),
+                        w.bytes as f64 / 1e6
+                    ),
                 );
                 Some(w)
             }
@@ -651,11 +653,12 @@ impl OrtEngine {
                     .map_err(ctx)?,
             );
         }
-        crate::log!(
-            Info,
-            "model '{}': CUDA graphs captured for batch sizes {:?} (other sizes take the plain path)",
-            self.model_name,
-            self.graph_batches
+        super::log::emit_log(
+            super::log::LogSeverity::Info,
+            &format!(
+                "model '{}': CUDA graphs captured for batch sizes {:?} (other sizes take the plain path)",
+                self.model_name, self.graph_batches
+            ),
         );
         Ok(slots)
     }

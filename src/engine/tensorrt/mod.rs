@@ -27,7 +27,6 @@ use crate::types::DataType;
 use sha2::{Digest, Sha256};
 use std::ffi::c_void;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
 
 /// A stream of one device, owned by one runner.
 pub trait GpuStream: Send {
@@ -86,54 +85,7 @@ pub struct TensorRtConfig {
     pub max_log_severity: LogSeverity,
 }
 
-/// Severity of a TensorRT log message (TensorRT's numbers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum LogSeverity {
-    InternalError = 0,
-    Error = 1,
-    Warning = 2,
-    #[default]
-    Info = 3,
-    Verbose = 4,
-}
-
-impl LogSeverity {
-    pub fn from_trt(v: i32) -> Self {
-        match v {
-            0 => LogSeverity::InternalError,
-            1 => LogSeverity::Error,
-            2 => LogSeverity::Warning,
-            3 => LogSeverity::Info,
-            _ => LogSeverity::Verbose,
-        }
-    }
-}
-
-/// Receives TensorRT's log messages (from any thread).
-pub type LogSink = Arc<dyn Fn(LogSeverity, &str) + Send + Sync>;
-
-static LOG_SINK: RwLock<Option<LogSink>> = RwLock::new(None);
-
-/// Routes TensorRT's log to `sink` (e.g. Triton's log). Until set, errors and warnings go to
-/// stderr.
-pub fn set_log_sink(sink: LogSink) {
-    match LOG_SINK.write() {
-        Ok(mut g) => *g = Some(sink),
-        Err(poisoned) => *poisoned.into_inner() = Some(sink),
-    }
-}
-
-pub(crate) fn emit_log(sev: LogSeverity, msg: &str) {
-    let sink = match LOG_SINK.read() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
-    match sink {
-        Some(f) => f(sev, msg),
-        None if sev <= LogSeverity::Warning => eprintln!("rusttrt tensorrt [{sev:?}]: {msg}"),
-        None => {}
-    }
-}
+pub use super::log::{emit_log, set_log_sink, LogSeverity, LogSink};
 
 /// The crate's data type of a TensorRT `DataType` value (`None` for FP8, INT4, FP4, E8M0).
 pub fn data_type_from_trt(v: i32) -> Option<DataType> {
