@@ -119,7 +119,7 @@ fn cache_key_with(
     spec: &BuildSpec,
     versions: &KeyVersions,
 ) -> Result<CacheKey> {
-    let digest = crate::onnx::model_digest(&spec.model_path)?;
+    let digest = spec.model_digest.clone();
     let profile = format!(
         "max={};opt={}",
         spec.max_batch_size,
@@ -206,6 +206,7 @@ mod tests {
         let spec = BuildSpec {
             model_name: "m".into(),
             model_path: model.clone(),
+            model_digest: crate::onnx::model_digest(&model).unwrap(),
             precision: Precision::Fp16,
             device: Device::Gpu(0),
             max_batch_size: 8,
@@ -218,6 +219,7 @@ mod tests {
         let other = dir.path().join("copy.onnx");
         std::fs::copy(&model, &other).unwrap();
         let moved = BuildSpec {
+            model_digest: crate::onnx::model_digest(&other).unwrap(),
             model_path: other,
             model_name: "another".into(),
             ..spec.clone()
@@ -241,6 +243,7 @@ mod tests {
                 &f,
                 &BuildSpec {
                     model_path: dir.path().join("b.onnx"),
+                    model_digest: crate::onnx::model_digest(dir.path().join("b.onnx")).unwrap(),
                     ..spec.clone()
                 },
             )

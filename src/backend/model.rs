@@ -30,6 +30,8 @@ pub struct ModelState {
     /// The model's directory in the repository.
     pub model_dir: PathBuf,
     pub model_path: PathBuf,
+    /// Content digest of the model file and its external data, computed once at load.
+    pub model_digest: String,
     /// The I/O signature read from the ONNX file.
     pub signature: Signature,
     pub backend: Arc<BackendState>,
@@ -79,12 +81,14 @@ impl ModelState {
         }
         // External data files are checked here, before any engine library opens them by path
         // (ONNX Runtime would block on a FIFO and follows symlinks).
-        let signature = crate::onnx::OnnxModel::load(&model_path)
-            .and_then(|m| {
-                m.check_external_data()?;
-                m.signature()
-            })
+        // One read of the model gives its signature and its content digest (the cache key's).
+        let (onnx, model_digest) =
+            crate::onnx::OnnxModel::load_with_digest(&model_path).map_err(ctx)?;
+        let signature = onnx
+            .check_external_data()
+            .and_then(|()| onnx.signature())
             .map_err(ctx)?;
+        drop(onnx);
         if model.auto_complete_config()? {
             if let Some(completed) =
                 autocomplete::complete(&raw, &signature, backend.default_max_batch_size())?
@@ -100,7 +104,14 @@ impl ModelState {
             }
         }
         Self::from_parts(
-            name, version, raw, backend, repo, model_path, signature, true,
+            name,
+            version,
+            raw,
+            backend,
+            repo,
+            (model_path, model_digest),
+            signature,
+            true,
         )
     }
 
@@ -115,7 +126,7 @@ impl ModelState {
         raw: serde_json::Value,
         backend: Arc<BackendState>,
         repo: PathBuf,
-        model_path: PathBuf,
+        (model_path, model_digest): (PathBuf, String),
         signature: Signature,
         announce: bool,
     ) -> Result<ModelState> {
@@ -146,6 +157,7 @@ impl ModelState {
             params,
             model_dir,
             model_path,
+            model_digest,
             signature,
             metrics,
             backend,
@@ -272,7 +284,7 @@ impl ModelState {
         };
         let spec = self.build_spec(device);
         let key = crate::cache::CacheKey::builder()
-            .field("model_digest", crate::onnx::model_digest(&self.model_path)?)
+            .field("model_digest", &self.model_digest)
             .field("engine", "onnxruntime-tensorrt-ep")
             .field(
                 "device",
@@ -320,6 +332,7 @@ impl ModelState {
         BuildSpec {
             model_name: self.name.clone(),
             model_path: self.model_path.clone(),
+            model_digest: self.model_digest.clone(),
             precision: self.params.precision_for(device),
             device,
             max_batch_size: max,

@@ -42,6 +42,8 @@ pub struct Job {
     /// The model's directory (relative paths of its parameters are resolved against it).
     pub model_dir: PathBuf,
     pub model_path: PathBuf,
+    /// The model's content digest as the server computed it (the build is for that content).
+    pub model_digest: String,
     /// The model's config JSON as the backend holds it (after auto-complete).
     pub config: serde_json::Value,
     pub backend_cmdline: BTreeMap<String, String>,
@@ -115,6 +117,7 @@ pub fn build(
         model_version: state.version,
         model_dir: state.model_dir.clone(),
         model_path: state.model_path.clone(),
+        model_digest: state.model_digest.clone(),
         config: state.config.raw.clone(),
         backend_cmdline: state.backend.cmdline.clone(),
         backend_dir: state.backend.backend_dir.clone(),
@@ -317,16 +320,26 @@ pub fn run_job(job: &Job) -> Result<Vec<u8>> {
         backend_dir: job.backend_dir.clone(),
         metrics: None,
     });
-    let signature = crate::onnx::OnnxModel::load(&job.model_path)
-        .and_then(|m| m.signature())
+    let (onnx, digest) = crate::onnx::OnnxModel::load_with_digest(&job.model_path)
         .map_err(|e| e.context(format!("model '{}'", job.model_name)))?;
+    if digest != job.model_digest {
+        return Err(Error::unavailable(format!(
+            "model '{}': {} changed while its engine was being built; load the model again",
+            job.model_name,
+            job.model_path.display()
+        )));
+    }
+    let signature = onnx
+        .signature()
+        .map_err(|e| e.context(format!("model '{}'", job.model_name)))?;
+    drop(onnx);
     let state = ModelState::from_parts(
         job.model_name.clone(),
         job.model_version,
         job.config.clone(),
         backend,
         job.model_dir.clone(),
-        job.model_path.clone(),
+        (job.model_path.clone(), job.model_digest.clone()),
         signature,
         false,
     )?;

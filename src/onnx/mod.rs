@@ -259,38 +259,46 @@ pub fn load_with_external_data(path: impl AsRef<Path>) -> Result<OnnxModel> {
 /// (lengths as u64 little-endian), external files in sorted order, so concatenations cannot
 /// collide. External files are streamed, not read into memory.
 pub fn model_digest(path: impl AsRef<Path>) -> Result<String> {
-    let path = path.as_ref();
-    let bytes = safe_file::read_file(path, "ONNX model", MAX_MODEL_BYTES)?;
-    let model = OnnxModel::parse(&bytes, path.to_path_buf())?;
-    let mut h = Sha256::new();
-    h.update(b"rusttrt-onnx-digest-v1\0");
-    frame(&mut h, b"", bytes.len() as u64);
-    h.update(&bytes);
-    drop(bytes);
-    let base = model.base_dir().to_path_buf();
-    let mut entries: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for f in model.external_data_files()? {
-        let rel = f
-            .strip_prefix(&base)
-            .unwrap_or(&f)
-            .to_string_lossy()
-            .into_owned();
-        entries.insert(rel, f);
-    }
-    for (rel, file) in entries {
-        let fh = open_external(&base, Path::new(&rel), path)?;
-        let len = fh.len;
-        frame(&mut h, rel.as_bytes(), len);
-        let copied = std::io::copy(&mut std::io::Read::take(&fh.file, len), &mut h)?;
-        if copied != len {
-            return Err(Error::internal(format!(
-                "external data file {} of model {} shrank while it was hashed ({copied} of {len} bytes)",
-                file.display(),
-                path.display()
-            )));
+    OnnxModel::load_with_digest(path).map(|(_, d)| d)
+}
+
+impl OnnxModel {
+    /// Reads and parses the model once and computes its content digest ([`model_digest`]) from
+    /// the same bytes: what a model load needs (signature and cache key) from one read.
+    pub fn load_with_digest(path: impl AsRef<Path>) -> Result<(OnnxModel, String)> {
+        let path = path.as_ref();
+        let bytes = safe_file::read_file(path, "ONNX model", MAX_MODEL_BYTES)?;
+        let model = OnnxModel::parse(&bytes, path.to_path_buf())?;
+        let mut h = Sha256::new();
+        h.update(b"rusttrt-onnx-digest-v1\0");
+        frame(&mut h, b"", bytes.len() as u64);
+        h.update(&bytes);
+        drop(bytes);
+        let base = model.base_dir().to_path_buf();
+        let mut entries: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for f in model.external_data_files()? {
+            let rel = f
+                .strip_prefix(&base)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .into_owned();
+            entries.insert(rel, f);
         }
+        for (rel, file) in entries {
+            let fh = open_external(&base, Path::new(&rel), path)?;
+            let len = fh.len;
+            frame(&mut h, rel.as_bytes(), len);
+            let copied = std::io::copy(&mut std::io::Read::take(&fh.file, len), &mut h)?;
+            if copied != len {
+                return Err(Error::internal(format!(
+                    "external data file {} of model {} shrank while it was hashed ({copied} of {len} bytes)",
+                    file.display(),
+                    path.display()
+                )));
+            }
+        }
+        Ok((model, hex::encode(h.finalize())))
     }
-    Ok(hex::encode(h.finalize()))
 }
 
 fn frame(h: &mut Sha256, name: &[u8], len: u64) {
