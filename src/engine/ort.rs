@@ -600,9 +600,9 @@ impl Engine for OrtEngine {
 }
 
 impl OrtEngine {
-    /// One CUDA-graph slot per listed batch size, captured now (at load). A size ONNX Runtime
-    /// cannot capture (a node outside the CUDA EP, a dynamic non-batch dimension) is an error:
-    /// the parameter asked for it explicitly.
+    /// One CUDA-graph slot per listed batch size, captured now (at load). A model that cannot
+    /// have fixed shapes (a dynamic non-batch dimension) is an error: the parameter asked for it
+    /// explicitly; a capture that fails (three attempts) leaves that size to the plain path.
     fn capture_graphs(
         &self,
         stream: &crate::cuda::Stream,
@@ -645,19 +645,35 @@ impl OrtEngine {
             let bytes = crate::onnx::specialize::specialize_batch(&base, b as i64)
                 .and_then(|m| m.to_bytes())
                 .map_err(ctx)?;
-            let session = self
-                .new_session_for(Some(stream), Some(&bytes))
-                .map_err(ctx)?;
-            slots.push(
-                super::ort_graphs::GraphSlot::new(session, b, device, &ins, &outs, stream)
-                    .map_err(ctx)?,
-            );
+            // Capture is serialized with every other capture of this process on the device
+            // (models load in parallel), and retried with back-off: another library's
+            // allocation during a capture invalidates it. A size that still fails is left to
+            // the plain path with a warning; the model always loads.
+            let lock = super::ort_graphs::capture_lock(device);
+            let captured =
+                super::ort_graphs::with_retries(3, std::time::Duration::from_millis(100), || {
+                    let _serialized = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    let session = self.new_session_for(Some(stream), Some(&bytes))?;
+                    super::ort_graphs::GraphSlot::new(session, b, device, &ins, &outs, stream)
+                });
+            match captured {
+                Ok(slot) => slots.push(slot),
+                Err(e) => super::log::emit_log(
+                    super::log::LogSeverity::Warning,
+                    &format!(
+                        "model '{}': CUDA graph for batch size {b} not captured after 3 attempts ({}); batches of {b} take the plain path",
+                        self.model_name,
+                        e.to_string().lines().next().unwrap_or("")
+                    ),
+                ),
+            }
         }
+        let sizes: Vec<usize> = slots.iter().map(|s| s.batch).collect();
         super::log::emit_log(
             super::log::LogSeverity::Info,
             &format!(
-                "model '{}': CUDA graphs captured for batch sizes {:?} (other sizes take the plain path)",
-                self.model_name, self.graph_batches
+                "model '{}': CUDA graphs captured for batch sizes {sizes:?} (other sizes take the plain path)",
+                self.model_name
             ),
         );
         Ok(slots)

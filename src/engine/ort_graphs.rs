@@ -17,8 +17,11 @@ use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, Memory
 use ort::session::Session;
 use ort::value::{DynTensor, TensorElementType};
 use ort::AsPointer;
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 /// Turns an `OrtStatus*` into a result (the status is released).
 pub(super) fn status(what: &str, s: ort::sys::OrtStatusPtr) -> Result<()> {
@@ -217,5 +220,80 @@ impl GraphSlot {
                 _lt: PhantomData,
             })
             .collect())
+    }
+}
+
+/// The process-wide lock that serializes CUDA graph captures on one device: models load in
+/// parallel, and a capture must not overlap another capture of this process.
+pub(crate) fn capture_lock(device: i32) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<i32, Arc<Mutex<()>>>>> = OnceLock::new();
+    LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(device)
+        .or_default()
+        .clone()
+}
+
+/// Runs `f` up to `attempts` times, sleeping `backoff`, then 4 × `backoff`, ... between tries;
+/// returns the first success or the last error.
+pub(crate) fn with_retries<T>(
+    attempts: u32,
+    backoff: Duration,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut wait = backoff;
+    let mut last = None;
+    for i in 0..attempts.max(1) {
+        if i > 0 {
+            std::thread::sleep(wait);
+            wait = wait.saturating_mul(4);
+        }
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::internal("no attempt made")))
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retries_until_success_then_stops() {
+        let mut calls = 0;
+        let r = with_retries(3, Duration::from_millis(1), || {
+            calls += 1;
+            if calls < 2 {
+                Err(Error::internal("capture invalidated"))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.unwrap(), 2);
+        assert_eq!(calls, 2);
+    }
+
+    #[test]
+    fn gives_up_after_the_attempts_with_the_last_error() {
+        let mut calls = 0;
+        let t0 = std::time::Instant::now();
+        let r: Result<()> = with_retries(3, Duration::from_millis(5), || {
+            calls += 1;
+            Err(Error::internal(format!("failure {calls}")))
+        });
+        assert_eq!(calls, 3);
+        assert!(r.unwrap_err().to_string().contains("failure 3"));
+        // Back-off 5 ms then 20 ms.
+        assert!(t0.elapsed() >= Duration::from_millis(25));
+    }
+
+    #[test]
+    fn one_lock_per_device() {
+        assert!(Arc::ptr_eq(&capture_lock(0), &capture_lock(0)));
+        assert!(!Arc::ptr_eq(&capture_lock(0), &capture_lock(1)));
     }
 }
