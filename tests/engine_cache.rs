@@ -23,19 +23,7 @@ fn builds(server: &rusttrt_host::Server) -> usize {
 }
 
 fn entries(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "engine") {
-                out.push(p);
-            }
-        }
-    }
-    out
+    files_with_extension(dir, "engine")
 }
 
 #[test]

@@ -382,19 +382,7 @@ fn native_engine_answers_malformed_requests_and_serves_the_batch() {
 }
 
 fn engine_entries(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "engine") {
-                out.push(p);
-            }
-        }
-    }
-    out
+    files_with_extension(dir, "engine")
 }
 
 #[test]
@@ -738,19 +726,7 @@ fn doctor_runs_the_native_engine_against_the_cpu_reference() {
 }
 
 fn timing_caches(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "timing") {
-                out.push(p);
-            }
-        }
-    }
-    out
+    files_with_extension(dir, "timing")
 }
 
 /// `timing_cache: true` hands the stored timing cache to each build and keeps what comes back:

@@ -6,37 +6,8 @@
 use super::model::ModelState;
 use crate::cache::{CacheConfig, CacheKey};
 use crate::engine::{BuildSpec, EngineFactory};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use std::path::PathBuf;
-
-/// Parses sizes like "10G", "512M", "1048576".
-pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let unit = t[i..].to_ascii_uppercase();
-            let m: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
-                "" => 1,
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                "T" => 1 << 40,
-                _ => {
-                    return Err(Error::invalid_arg(format!(
-                        "size '{s}': unknown unit (use K, M, G, T)"
-                    )))
-                }
-            };
-            (&t[..i], m)
-        }
-        None => (t, 1),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| Error::invalid_arg(format!("size '{s}' is not a number")))?;
-    Ok((n * mult as f64) as u64)
-}
 
 /// Cache locations in order: model parameter `cache_dir`, backend config `cache-dir`, beside the
 /// model (`<model dir>/.rusttrt-cache`), the user's cache directory; memory as the last resort.
@@ -63,7 +34,9 @@ pub fn cache_config(state: &ModelState) -> Result<CacheConfig> {
         .or(state.backend.get("cache-max-size"));
     Ok(CacheConfig {
         locations,
-        max_bytes: max.map(parse_size).transpose()?,
+        max_bytes: max
+            .map(|v| super::params::parse_size("cache size", v))
+            .transpose()?,
         memory_fallback: true,
     })
 }
@@ -158,6 +131,7 @@ fn cache_key_with(
 mod tests {
     use super::*;
     use crate::engine::{Device, Engine, Precision};
+    use crate::error::Error;
     use crate::engine::{Signature, TensorSpec};
     use crate::types::DataType;
     use std::collections::BTreeMap;
@@ -323,14 +297,5 @@ mod tests {
                 .any(|v| v.contains(dir.path().to_str().unwrap())),
             "a path leaked into the key"
         );
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
-        assert_eq!(parse_size("1.5MiB").unwrap(), 3 << 19);
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("3X").is_err());
     }
 }

@@ -1256,4 +1256,14 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_the_rest() {
+        assert_eq!(parse_size("x", "1024").unwrap(), 1024);
+        assert_eq!(parse_size("x", "10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("x", "1.5MiB").unwrap(), 3 << 19);
+        for bad in ["ten", "3X", "0", "-1G", "NaN"] {
+            assert!(parse_size("x", bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -315,3 +315,20 @@ pub fn log_matching(server: &Server, needle: &str) -> Vec<String> {
         .filter(|m| m.contains(needle))
         .collect()
 }
+
+/// Every file under `dir` (recursively) whose extension is `ext` (engine entries, timing caches).
+pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

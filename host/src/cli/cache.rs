@@ -137,8 +137,8 @@ pub fn cache(args: &CacheArgs) -> Result<()> {
             model_repository,
             max_size,
         } => {
-            let cap =
-                triton_rusttrt::backend::engine_key::parse_size(max_size).map_err(Error::from)?;
+            let cap = triton_rusttrt::backend::params::parse_size("--max-size", max_size)
+                .map_err(Error::from)?;
             for loc in locations(cache_dir, model_repository)? {
                 let r = cache::prune(&loc, cap).map_err(Error::from)?;
                 for w in &r.warnings {
