@@ -144,3 +144,43 @@ fn inspect_prints_the_signature_and_the_auto_completed_config() {
     assert!(!ok);
     assert!(err.contains("/nonexistent/model.onnx"), "{err}");
 }
+
+/// The build worker refuses a job from a backend of another release, with the error's code in
+/// its exit status (10 + TRITONSERVER_ERROR_UNAVAILABLE) and the reason on stderr, in the log
+/// form the backend forwards.
+#[test]
+fn build_worker_refuses_a_job_from_another_release() {
+    let d = tempfile::tempdir().unwrap();
+    let job = d.path().join("job.json");
+    std::fs::write(
+        &job,
+        serde_json::json!({
+            "backend_version": "0.0.0-other",
+            "model_name": "m",
+            "model_version": 1,
+            "model_dir": d.path(),
+            "model_path": d.path().join("1/model.onnx"),
+            "model_digest": "0",
+            "config": {},
+            "backend_cmdline": {},
+            "backend_dir": d.path(),
+            "gpu": null,
+            "engine": {"OnnxRuntime": "Cuda"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rusttrt"))
+        .arg("build-worker")
+        .arg(&job)
+        .arg(d.path().join("envelope"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(14), "{stderr}");
+    assert!(
+        stderr.starts_with("[ERROR] ") && stderr.contains("the backend is 0.0.0-other"),
+        "{stderr}"
+    );
+    assert!(!d.path().join("envelope").exists());
+}

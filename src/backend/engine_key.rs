@@ -131,8 +131,8 @@ fn cache_key_with(
 mod tests {
     use super::*;
     use crate::engine::{Device, Engine, Precision};
-    use crate::error::Error;
     use crate::engine::{Signature, TensorSpec};
+    use crate::error::Error;
     use crate::types::DataType;
     use std::collections::BTreeMap;
     use std::sync::Arc;

@@ -37,6 +37,8 @@ const MAX_ENVELOPE: u64 = 64 << 30;
 /// What the worker needs to rebuild the model's state and run the build.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Job {
+    /// The backend's version: the worker (`rusttrt`) must come from the same release.
+    pub backend_version: String,
     pub model_name: String,
     pub model_version: u64,
     /// The model's directory (relative paths of its parameters are resolved against it).
@@ -113,6 +115,7 @@ pub fn build(
     };
     let limit = timeout(state)?;
     let job = Job {
+        backend_version: env!("CARGO_PKG_VERSION").to_string(),
         model_name: state.name.clone(),
         model_version: state.version,
         model_dir: state.model_dir.clone(),
@@ -314,6 +317,13 @@ fn forward(pid: u32, line: &str, last_error: &Mutex<String>) {
 /// returns the cache envelope.
 pub fn run_job(job: &Job) -> Result<Vec<u8>> {
     super::engine_log_to_triton();
+    if job.backend_version != env!("CARGO_PKG_VERSION") {
+        return Err(Error::unavailable(format!(
+            "the build worker is rusttrt {}, the backend is {}: install the rusttrt command of the backend's release (or set the backend config build-worker)",
+            env!("CARGO_PKG_VERSION"),
+            job.backend_version
+        )));
+    }
     // No metrics in the worker: the server reports them when the envelope comes back.
     let backend = Arc::new(BackendState {
         cmdline: job.backend_cmdline.clone(),
@@ -357,7 +367,7 @@ pub fn run_job(job: &Job) -> Result<Vec<u8>> {
 
 /// Reads a job file (bounded: a job is a config and a few paths).
 pub fn read_job(path: &Path) -> Result<Job> {
-    let bytes = std::fs::read(path)
+    let bytes = crate::safe_file::read_file(path, "build job", 64 << 20)
         .map_err(|e| Error::invalid_arg(format!("reading the job {}: {e}", path.display())))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::invalid_arg(format!("the job {} is not valid: {e}", path.display())))
