@@ -6,7 +6,8 @@
                                            with the committed files (exit 1 on any difference)
     python3 tools/gen_models.py --out DIR  write into DIR instead of the repository root
 
-Every model is built with onnx.helper (IR version 8, opset 17, stamped explicitly), weights come
+Every model is built with onnx.helper (IR version 8, opset 17, stamped explicitly; `strings`: 9 and
+19, for Equal on strings), weights come
 from a seeded numpy RNG, files are written with onnx.save. Expected outputs are computed with
 onnx.reference.ReferenceEvaluator (never ONNX Runtime), in float64 where the model is floating
 point, then rounded to the served type. ONNX Runtime (if importable) is used only afterwards, to
