@@ -771,8 +771,9 @@ fn serialize_strings(name: &str, t: &DynTensor, elements: usize) -> Result<Vec<u
         };
         super::ort_graphs::status("reading a string output", st)?;
     }
-    let cap = total
-        .checked_add(elements.checked_mul(4).unwrap_or(usize::MAX))
+    let cap = elements
+        .checked_mul(4)
+        .and_then(|n| n.checked_add(total))
         .ok_or_else(|| Error::internal(format!("output '{name}': its size overflows")))?;
     let mut out = Vec::new();
     out.try_reserve_exact(cap).map_err(|e| {
