@@ -300,7 +300,8 @@ fn parse_request(inst: &InstanceState, s: &mut Slot) -> Result<()> {
             buffers.push(buf);
         }
         let owned = if c.dtype == DataType::Bytes {
-            check_bytes_input(&shape, &mut buffers, total, input.byte_size).map_err(what)?
+            check_bytes_input(&shape, &mut buffers, total, input.byte_size)
+                .map_err(|e| e.context(format!("input '{}'", c.name)))?
         } else {
             let expected = byte_count(&shape, c.dtype).ok_or_else(|| {
                 what(format!(
@@ -411,23 +412,23 @@ fn normalize_bool(buffers: &mut Vec<InputBuffer>) -> Result<Vec<u8>> {
 /// elements as its shape has, each complete, and as many bytes as the request says. Buffers in
 /// GPU memory are copied to host memory first (ONNX Runtime keeps string tensors on the CPU):
 /// `buffers` then becomes one host buffer over the returned copy, which the caller keeps alive.
-/// The message of an error names what is wrong; the caller adds the input's name.
+/// Malformed data is INVALID_ARG naming what is wrong; the caller adds the input's name.
 fn check_bytes_input(
     shape: &[i64],
     buffers: &mut Vec<InputBuffer>,
     total: usize,
     byte_size: u64,
-) -> std::result::Result<Vec<u8>, String> {
+) -> Result<Vec<u8>> {
     if usize::try_from(byte_size) != Ok(total) {
-        return Err(format!(
+        return Err(Error::invalid_arg(format!(
             "{byte_size} bytes of BYTES data, but its buffers hold {total}"
-        ));
+        )));
     }
     let elements = element_count(shape).ok_or_else(|| {
-        format!(
+        Error::invalid_arg(format!(
             "shape {} is too large: its element count overflows",
             shape_str(shape)
-        )
+        ))
     })?;
     let owned = if buffers.iter().all(|b| host_memory(b.memory_type)) {
         Vec::new()
@@ -435,7 +436,7 @@ fn check_bytes_input(
         let mut owned = Vec::new();
         owned
             .try_reserve_exact(total)
-            .map_err(|e| format!("cannot allocate {total} bytes: {e}"))?;
+            .map_err(|e| Error::unavailable(format!("cannot allocate {total} bytes: {e}")))?;
         for b in buffers.iter() {
             if host_memory(b.memory_type) {
                 if b.len > 0 {
@@ -444,8 +445,7 @@ fn check_bytes_input(
                     owned.extend_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
                 }
             } else {
-                copy_gpu_to_host(&mut owned, b.ptr, b.len, b.memory_type_id)
-                    .map_err(|e| e.to_string())?;
+                copy_gpu_to_host(&mut owned, b.ptr, b.len, b.memory_type_id)?;
             }
         }
         *buffers = vec![InputBuffer {
@@ -466,16 +466,16 @@ fn check_bytes_input(
         }
     });
     let found = bytes_element_count(chunks).map_err(|e| {
-        format!(
+        Error::invalid_arg(format!(
             "malformed BYTES data for shape {} ({total} bytes): {e}",
             shape_str(shape)
-        )
+        ))
     })?;
     if found != elements {
-        return Err(format!(
+        return Err(Error::invalid_arg(format!(
             "{found} string elements for shape {} (expected {elements})",
             shape_str(shape)
-        ));
+        )));
     }
     Ok(owned)
 }
