@@ -316,4 +316,32 @@ mod tests {
         assert_eq!(bytes_offset(&t, 4), None);
         assert_eq!(bytes_offset(&huge, 1), None);
     }
+
+    proptest::proptest! {
+        /// Any bytes, cut into any chunks: the streaming count agrees with the one-buffer split
+        /// (both fail on the same data), and the offsets walk to the end.
+        #[test]
+        fn bytes_count_over_chunks_agrees_with_the_split(
+            data in proptest::collection::vec(
+                proptest::prop_oneof![0u8..4, proptest::prelude::any::<u8>()], 0..64),
+            cuts in proptest::collection::vec(0usize..64, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            for c in cuts {
+                chunks.push(&data[at..c]);
+                at = c;
+            }
+            chunks.push(&data[at..]);
+            let split = bytes_elements(&data);
+            let counted = bytes_element_count(chunks.iter().copied());
+            proptest::prop_assert_eq!(split.as_ref().map(Vec::len), counted.as_ref().ok().copied());
+            if let Some(e) = split {
+                proptest::prop_assert_eq!(bytes_offset(&data, e.len()), Some(data.len()));
+                proptest::prop_assert_eq!(bytes_offset(&data, e.len() + 1), None);
+            }
+        }
+    }
 }
