@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// A tensor element type. `Bytes` (Triton's STRING) is known so it can be refused clearly.
+/// A tensor element type. `Bytes` is Triton's STRING (BYTES on the wire): variable-size elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DataType {
     Bool,
@@ -127,6 +127,99 @@ pub fn byte_count(shape: &[i64], dtype: DataType) -> Option<usize> {
     element_count(shape)?.checked_mul(dtype.byte_size())
 }
 
+/// Triton's BYTES wire format: each element is a 4-byte little-endian length followed by that
+/// many bytes; a tensor's bytes are its elements back to back.
+///
+/// Counts the elements of a BYTES tensor held in `chunks` (in order; a length prefix or an
+/// element may be split across chunks). An error says what is wrong: a length prefix cut short,
+/// or an element running past the end of the data.
+pub fn bytes_element_count<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> std::result::Result<usize, String> {
+    let mut count = 0usize;
+    let mut prefix = [0u8; 4];
+    let mut have = 0usize; // bytes of the current prefix seen so far
+    let mut remaining = 0usize; // bytes of the current element still to come
+    let mut offset = 0usize;
+    for chunk in chunks {
+        let mut buf = chunk;
+        while !buf.is_empty() {
+            if remaining > 0 {
+                let take = remaining.min(buf.len());
+                remaining -= take;
+                buf = &buf[take..];
+                offset = offset.saturating_add(take);
+                continue;
+            }
+            let take = (4 - have).min(buf.len());
+            prefix[have..have + take].copy_from_slice(&buf[..take]);
+            have += take;
+            buf = &buf[take..];
+            offset = offset.saturating_add(take);
+            if have == 4 {
+                remaining = u32::from_le_bytes(prefix) as usize;
+                have = 0;
+                count = count
+                    .checked_add(1)
+                    .ok_or_else(|| "too many elements".to_string())?;
+            }
+        }
+    }
+    if have > 0 {
+        return Err(format!(
+            "element {count} has a length prefix of {have} bytes (4 expected) at byte {}",
+            offset - have
+        ));
+    }
+    if remaining > 0 {
+        return Err(format!(
+            "element {} runs past the end of the data ({remaining} more bytes expected after byte {offset})",
+            count - 1
+        ));
+    }
+    Ok(count)
+}
+
+/// The elements of a BYTES tensor in one buffer (`None` when the data is malformed: see
+/// [`bytes_element_count`]).
+pub fn bytes_elements(mut buf: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (len, rest) = buf.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > rest.len() {
+            return None;
+        }
+        let (elem, rest) = rest.split_at(len);
+        out.push(elem);
+        buf = rest;
+    }
+    Some(out)
+}
+
+/// Appends one element to a BYTES tensor (`None` when it is longer than a 4-byte length can say).
+pub fn push_bytes_element(out: &mut Vec<u8>, elem: &[u8]) -> Option<()> {
+    let len = u32::try_from(elem.len()).ok()?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(elem);
+    Some(())
+}
+
+/// Byte offset where element `index` of a BYTES tensor starts (`data.len()` when `index` is the
+/// element count; `None` when the data has fewer elements or is malformed).
+pub fn bytes_offset(data: &[u8], index: usize) -> Option<usize> {
+    let mut at = 0usize;
+    for _ in 0..index {
+        let prefix = data.get(at..at.checked_add(4)?)?;
+        let len = u32::from_le_bytes(prefix.try_into().ok()?) as usize;
+        at = at.checked_add(4)?.checked_add(len)?;
+        if at > data.len() {
+            return None;
+        }
+    }
+    Some(at)
+}
+
 /// Shape as text: `[2,3,224,224]`.
 pub fn shape_str(shape: &[i64]) -> String {
     let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
@@ -183,5 +276,72 @@ mod tests {
         assert_eq!(byte_count(&[2, 3], DataType::F32), Some(24));
         assert_eq!(byte_count(&[1 << 62], DataType::F32), None);
         assert_eq!(byte_count(&[1 << 62], DataType::U8), Some(1 << 62));
+    }
+
+    #[test]
+    fn bytes_tensors() {
+        let mut t = Vec::new();
+        for e in [&b"ab"[..], b"", b"\0x\xff"] {
+            push_bytes_element(&mut t, e).unwrap();
+        }
+        assert_eq!(
+            bytes_elements(&t).unwrap(),
+            vec![&b"ab"[..], b"", b"\0x\xff"]
+        );
+        assert_eq!(bytes_element_count([&t[..]]), Ok(3));
+        // Split anywhere, prefixes included, the count is the same.
+        for cut in 0..=t.len() {
+            for cut2 in cut..=t.len() {
+                let parts = [&t[..cut], &t[cut..cut2], &t[cut2..]];
+                assert_eq!(bytes_element_count(parts), Ok(3), "{cut} {cut2}");
+            }
+        }
+        assert_eq!(bytes_element_count([&t[..0]]), Ok(0));
+        assert!(bytes_element_count([&t[..2]])
+            .unwrap_err()
+            .contains("length prefix"));
+        assert!(bytes_element_count([&t[..5]])
+            .unwrap_err()
+            .contains("past the end"));
+        assert!(bytes_elements(&t[..5]).is_none());
+        assert!(bytes_elements(&t[..t.len() - 1]).is_none());
+        // A length near u32::MAX never overflows.
+        let huge = [0xff, 0xff, 0xff, 0xff, 1];
+        assert!(bytes_element_count([&huge[..]]).is_err());
+        assert!(bytes_elements(&huge).is_none());
+        assert_eq!(bytes_offset(&t, 0), Some(0));
+        assert_eq!(bytes_offset(&t, 1), Some(6));
+        assert_eq!(bytes_offset(&t, 2), Some(10));
+        assert_eq!(bytes_offset(&t, 3), Some(t.len()));
+        assert_eq!(bytes_offset(&t, 4), None);
+        assert_eq!(bytes_offset(&huge, 1), None);
+    }
+
+    proptest::proptest! {
+        /// Any bytes, cut into any chunks: the streaming count agrees with the one-buffer split
+        /// (both fail on the same data), and the offsets walk to the end.
+        #[test]
+        fn bytes_count_over_chunks_agrees_with_the_split(
+            data in proptest::collection::vec(
+                proptest::prop_oneof![0u8..4, proptest::prelude::any::<u8>()], 0..64),
+            cuts in proptest::collection::vec(0usize..64, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            for c in cuts {
+                chunks.push(&data[at..c]);
+                at = c;
+            }
+            chunks.push(&data[at..]);
+            let split = bytes_elements(&data);
+            let counted = bytes_element_count(chunks.iter().copied());
+            proptest::prop_assert_eq!(split.as_ref().map(Vec::len), counted.as_ref().ok().copied());
+            if let Some(e) = split {
+                proptest::prop_assert_eq!(bytes_offset(&data, e.len()), Some(data.len()));
+                proptest::prop_assert_eq!(bytes_offset(&data, e.len() + 1), None);
+            }
+        }
     }
 }

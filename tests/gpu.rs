@@ -351,3 +351,59 @@ fn gpu_instances_share_one_copy_of_the_weights() {
         "instances disagree"
     );
 }
+
+#[test]
+#[ignore = "needs a GPU (scripts/gpu/test.sh)"]
+fn string_tensors_on_gpu_instances_stay_on_the_host_and_are_served_exactly() {
+    // A STRING model on a KIND_GPU instance: engine auto skips the native TensorRT engine
+    // (no strings) for ONNX Runtime's CUDA provider; BYTES inputs in any memory (device chunks
+    // included, split anywhere) are gathered on the host; string outputs reach every memory type.
+    let cases = cases(&test_model("strings").join("cases.json"));
+    let mems = [MemoryType::Cpu, MemoryType::CpuPinned, MemoryType::Gpu];
+    for precision in ["FP32", "FP16"] {
+        let repo = Repo::new();
+        repo.add(
+            "s",
+            &test_model("strings"),
+            Some(&format!(
+                "backend: \"rusttrt\"\nmax_batch_size: 8\ninstance_group [ {{ kind: KIND_GPU count: 1 }} ]\n\
+                 parameters {{ key: \"precision_mode\" value: {{ string_value: \"{precision}\" }} }}\n"
+            )),
+        );
+        let s = gpu_server(&repo);
+        s.load_model("s")
+            .unwrap_or_else(|e| panic!("{precision}: {e}"));
+        assert!(
+            !log_matching(&s, "STRING tensor").is_empty(),
+            "{precision}: engine auto says why the native engine is skipped: {:#?}",
+            s.log_lines()
+        );
+        // FP16 rounds SCORE (BOOSTED); strings and counts stay exact.
+        let tol = if precision == "FP16" { 1e-2 } else { 1e-6 };
+        for c in &cases.cases {
+            for inm in mems {
+                for outm in mems {
+                    // Triton core wants a host chunk's length prefixes whole: split only device
+                    // chunks (which it does not look into).
+                    let chunk = if inm == MemoryType::Gpu {
+                        3
+                    } else {
+                        usize::MAX
+                    };
+                    let mut req = InferRequest::new(
+                        "s",
+                        c.inputs
+                            .iter()
+                            .map(|t| t.input().split(chunk, inm))
+                            .collect(),
+                    );
+                    req.output_memory = outm;
+                    let what = format!("{precision} {} input {inm:?} output {outm:?}", c.name);
+                    let resp = s.infer("s", req).unwrap();
+                    check_response(&what, &resp, c, tol, tol);
+                }
+            }
+        }
+        assert_clean(&s);
+    }
+}

@@ -6,7 +6,8 @@
                                            with the committed files (exit 1 on any difference)
     python3 tools/gen_models.py --out DIR  write into DIR instead of the repository root
 
-Every model is built with onnx.helper (IR version 8, opset 17, stamped explicitly), weights come
+Every model is built with onnx.helper (IR version 8, opset 17, stamped explicitly; `strings`: 9 and
+19, for Equal on strings), weights come
 from a seeded numpy RNG, files are written with onnx.save. Expected outputs are computed with
 onnx.reference.ReferenceEvaluator (never ONNX Runtime), in float64 where the model is floating
 point, then rounded to the served type. ONNX Runtime (if importable) is used only afterwards, to
@@ -405,6 +406,81 @@ def gen_string_input(root, verify):
 EXACT_TOL = {"atol": 1e-6, "rtol": 1e-6}
 
 
+def bytes_tensor_json(name, arr):
+    """A STRING tensor in Triton's BYTES wire format: per element a 4-byte little-endian length,
+    then the element's UTF-8 bytes."""
+    data = b"".join(len(e).to_bytes(4, "little") + e
+                    for e in (str(x).encode("utf-8") for x in arr.reshape(-1)))
+    return {
+        "name": name,
+        "datatype": "BYTES",
+        "shape": [int(d) for d in arr.shape],
+        "data_b64": base64.b64encode(data).decode("ascii"),
+    }
+
+
+def gen_strings(root, verify):
+    """String tensors in and out, beside numbers: TEXT [batch, 3] STRING and SCORE [batch, 3]
+    FP32 in; SAME (Identity of TEXT), PICK (Where(TEXT == "rust", "RUST!", TEXT)), HITS (how
+    many "rust" per row, INT64 [batch, 1]) and BOOSTED (SCORE + (TEXT == "rust"), FP32) out.
+    Equal on strings needs opset 19, so this model is stamped opset 19 / IR 9."""
+    nodes = [
+        helper.make_node("Identity", ["TEXT"], ["SAME"], name="same"),
+        helper.make_node("Equal", ["TEXT", "rust"], ["is_rust"], name="is_rust"),
+        helper.make_node("Where", ["is_rust", "shout", "TEXT"], ["PICK"], name="pick"),
+        helper.make_node("Cast", ["is_rust"], ["hit"], name="hit", to=TensorProto.INT64),
+        helper.make_node("ReduceSum", ["hit", "axes1"], ["HITS"], name="hits", keepdims=1),
+        helper.make_node("Cast", ["is_rust"], ["hitf"], name="hitf", to=TensorProto.FLOAT),
+        helper.make_node("Add", ["SCORE", "hitf"], ["BOOSTED"], name="boost"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "strings",
+        [helper.make_tensor_value_info("TEXT", TensorProto.STRING, ["batch", 3]),
+         helper.make_tensor_value_info("SCORE", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("SAME", TensorProto.STRING, ["batch", 3]),
+         helper.make_tensor_value_info("PICK", TensorProto.STRING, ["batch", 3]),
+         helper.make_tensor_value_info("HITS", TensorProto.INT64, ["batch", 1]),
+         helper.make_tensor_value_info("BOOSTED", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor("rust", TensorProto.STRING, [], [b"rust"]),
+         helper.make_tensor("shout", TensorProto.STRING, [], [b"RUST!"]),
+         numpy_helper.from_array(np.array([1], np.int64), "axes1")],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 19)],
+        producer_name=PRODUCER,
+        producer_version=PRODUCER_VERSION,
+    )
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    rel = f"{MODELS}/strings/1/model.onnx"
+    save_model(root, rel, model)
+    words = [["rust", "go", ""],
+             ["d\u00e9j\u00e0 vu", "rust", "rust"],
+             ["Rust", "rust ", "a much longer string than the others, to vary the lengths"]]
+    cases = []
+    for batch, seed in [(1, 4001), (3, 4003)]:
+        text = np.array(words[:batch], dtype=object)
+        score = np.random.default_rng(seed).standard_normal((batch, 3)).astype(np.float32)
+        out = reference_run(model, {"TEXT": text, "SCORE": score})
+        cases.append({
+            "name": f"batch{batch}",
+            "seed": seed,
+            "inputs": [bytes_tensor_json("TEXT", text), tensor_json("SCORE", "FP32", score)],
+            "outputs": [bytes_tensor_json("SAME", out["SAME"]),
+                        bytes_tensor_json("PICK", out["PICK"]),
+                        tensor_json("HITS", "INT64", out["HITS"].astype(np.int64)),
+                        tensor_json("BOOSTED", "FP32", out["BOOSTED"].astype(np.float32))],
+        })
+        verify.append(("strings", os.path.join(root, rel), ("strings", text, score, out), None,
+                       None))
+    write_cases(root, f"{MODELS}/strings/cases.json", "strings", rel,
+                "onnx.reference.ReferenceEvaluator", EXACT_TOL, cases)
+
+
+
+
 def gen_multi_io(root, verify):
     nodes = [
         helper.make_node("Add", ["A", "one"], ["SUM"], name="sum"),
@@ -785,6 +861,14 @@ def run_verification(verify):
                 if not (y == x).all():
                     problems.append(f"{name}: identity on strings gave {y!r}")
                 continue
+            if isinstance(feeds, tuple) and feeds[0] == "strings":
+                _, text, score, want = feeds
+                got = dict(zip([o.name for o in sess.get_outputs()],
+                               sess.run(None, {"TEXT": text, "SCORE": score})))
+                for k, w in want.items():
+                    if got[k].shape != w.shape or not (got[k] == w).all():
+                        problems.append(f"{name}: {k} is {got[k]!r}, reference {w!r}")
+                continue
             if isinstance(feeds, tuple) and feeds[0] == "identity":
                 problems += verify_identity(ort, sess, name, feeds[1])
                 continue
@@ -841,6 +925,7 @@ def generate(root):
     gen_tiny_clip(root, verify)
     gen_dtype_models(root, verify)
     gen_string_input(root, verify)
+    gen_strings(root, verify)
     gen_multi_io(root, verify)
     gen_no_batch(root, verify)
     gen_external_data(root, verify)

@@ -255,23 +255,6 @@ impl ModelConfig {
     /// the model has and what the config says.
     pub fn validate(&self, sig: &Signature) -> Result<()> {
         let ctx = |e: Error| e.context(format!("model '{}'", self.name));
-        for t in self.inputs.iter().chain(&self.outputs) {
-            if t.dtype == DataType::Bytes {
-                return Err(ctx(Error::unsupported(format!(
-                    "tensor '{}' has data type TYPE_STRING: rusttrt serves numeric tensors only \
-                     (BOOL, UINT8-64, INT8-64, FP16, BF16, FP32, FP64)",
-                    t.name
-                ))));
-            }
-        }
-        for s in sig.inputs.iter().chain(&sig.outputs) {
-            if s.dtype == DataType::Bytes {
-                return Err(ctx(Error::unsupported(format!(
-                    "the model's tensor '{}' is a string tensor: rusttrt serves numeric tensors only",
-                    s.name
-                ))));
-            }
-        }
         // Triton core lets a name through twice (its maps keep the first); the model has each
         // tensor once, so such a config cannot describe it (onnxruntime_backend refuses it too,
         // through its input count).
@@ -504,13 +487,33 @@ mod tests {
     }
 
     #[test]
-    fn string_tensors_are_refused() {
+    fn string_tensors_are_served() {
         let c = cfg(json!({"name": "m", "max_batch_size": 0,
-            "input": [{"name": "t", "data_type": "TYPE_STRING", "dims": [1]}],
-            "output": [{"name": "embedding", "data_type": "TYPE_FP32", "dims": [32]}]}));
-        let e = c.validate(&sig()).unwrap_err();
-        assert_eq!(e.code(), crate::ErrorCode::Unsupported);
-        assert!(e.to_string().contains("TYPE_STRING"));
+            "input": [{"name": "t", "data_type": "TYPE_STRING", "dims": [2]}],
+            "output": [{"name": "u", "data_type": "TYPE_STRING", "dims": [2]}]}));
+        let s = Signature {
+            inputs: vec![TensorSpec {
+                name: "t".into(),
+                dtype: DataType::Bytes,
+                dims: vec![2],
+            }],
+            outputs: vec![TensorSpec {
+                name: "u".into(),
+                dtype: DataType::Bytes,
+                dims: vec![2],
+            }],
+        };
+        c.validate(&s).unwrap();
+        // A STRING config over a numeric tensor is still a mismatch.
+        let f32_in = Signature {
+            inputs: vec![TensorSpec {
+                dtype: DataType::F32,
+                ..s.inputs[0].clone()
+            }],
+            ..s.clone()
+        };
+        let e = c.validate(&f32_in).unwrap_err().to_string();
+        assert!(e.contains("'t'") && e.contains("STRING"), "{e}");
     }
 
     fn spec(name: &str, dims: &[i64]) -> TensorSpec {

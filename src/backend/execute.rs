@@ -11,7 +11,9 @@ use crate::engine::{MemLoc, TensorOut, TensorRef};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log;
 use crate::triton::{now_ns, InputBuffer, ModelInstance, Request, Response};
-use crate::types::{byte_count, element_count, shape_str};
+use crate::types::{
+    byte_count, bytes_element_count, bytes_offset, element_count, shape_str, DataType,
+};
 use std::marker::PhantomData;
 use triton_abi::{
     TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_GPU,
@@ -285,13 +287,6 @@ fn parse_request(inst: &InstanceState, s: &mut Slot) -> Result<()> {
             }
         }
         batch = Some(b);
-        let expected = byte_count(&shape, c.dtype).ok_or_else(|| {
-            what(format!(
-                "shape {} of {} is too large: its byte size overflows",
-                shape_str(&shape),
-                c.dtype
-            ))
-        })?;
         let mut buffers = Vec::with_capacity(input.buffer_count.min(1024) as usize);
         let mut total = 0usize;
         for i in 0..input.buffer_count {
@@ -304,19 +299,32 @@ fn parse_request(inst: &InstanceState, s: &mut Slot) -> Result<()> {
             })?;
             buffers.push(buf);
         }
-        if total != expected || usize::try_from(input.byte_size) != Ok(expected) {
-            return Err(what(format!(
-                "{} bytes ({} in buffers) for shape {} of {} (expected {expected})",
-                input.byte_size,
-                total,
-                shape_str(&shape),
-                c.dtype
-            )));
-        }
-        let owned = if c.dtype == crate::types::DataType::Bool {
-            normalize_bool(&mut buffers).map_err(|e| e.context(format!("input '{}'", c.name)))?
+        let owned = if c.dtype == DataType::Bytes {
+            check_bytes_input(&shape, &mut buffers, total, input.byte_size)
+                .map_err(|e| e.context(format!("input '{}'", c.name)))?
         } else {
-            Vec::new()
+            let expected = byte_count(&shape, c.dtype).ok_or_else(|| {
+                what(format!(
+                    "shape {} of {} is too large: its byte size overflows",
+                    shape_str(&shape),
+                    c.dtype
+                ))
+            })?;
+            if total != expected || usize::try_from(input.byte_size) != Ok(expected) {
+                return Err(what(format!(
+                    "{} bytes ({} in buffers) for shape {} of {} (expected {expected})",
+                    input.byte_size,
+                    total,
+                    shape_str(&shape),
+                    c.dtype
+                )));
+            }
+            if c.dtype == DataType::Bool {
+                normalize_bool(&mut buffers)
+                    .map_err(|e| e.context(format!("input '{}'", c.name)))?
+            } else {
+                Vec::new()
+            }
         };
         s.inputs.push(ReqInput {
             shape,
@@ -397,6 +405,78 @@ fn normalize_bool(buffers: &mut Vec<InputBuffer>) -> Result<Vec<u8>> {
         memory_type: TRITONSERVER_MEMORY_CPU,
         memory_type_id: 0,
     }];
+    Ok(owned)
+}
+
+/// A BYTES input (Triton's STRING): its buffers must hold exactly as many length-prefixed
+/// elements as its shape has, each complete, and as many bytes as the request says. Buffers in
+/// GPU memory are copied to host memory first (ONNX Runtime keeps string tensors on the CPU):
+/// `buffers` then becomes one host buffer over the returned copy, which the caller keeps alive.
+/// Malformed data is INVALID_ARG naming what is wrong; the caller adds the input's name.
+fn check_bytes_input(
+    shape: &[i64],
+    buffers: &mut Vec<InputBuffer>,
+    total: usize,
+    byte_size: u64,
+) -> Result<Vec<u8>> {
+    if usize::try_from(byte_size) != Ok(total) {
+        return Err(Error::invalid_arg(format!(
+            "{byte_size} bytes of BYTES data, but its buffers hold {total}"
+        )));
+    }
+    let elements = element_count(shape).ok_or_else(|| {
+        Error::invalid_arg(format!(
+            "shape {} is too large: its element count overflows",
+            shape_str(shape)
+        ))
+    })?;
+    let owned = if buffers.iter().all(|b| host_memory(b.memory_type)) {
+        Vec::new()
+    } else {
+        let mut owned = Vec::new();
+        owned
+            .try_reserve_exact(total)
+            .map_err(|e| Error::unavailable(format!("cannot allocate {total} bytes: {e}")))?;
+        for b in buffers.iter() {
+            if host_memory(b.memory_type) {
+                if b.len > 0 {
+                    // SAFETY: Triton guarantees `len` readable bytes at `ptr` in host memory
+                    // until the request is released (after the run).
+                    owned.extend_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
+                }
+            } else {
+                copy_gpu_to_host(&mut owned, b.ptr, b.len, b.memory_type_id)?;
+            }
+        }
+        *buffers = vec![InputBuffer {
+            ptr: owned.as_ptr(),
+            len: owned.len(),
+            memory_type: TRITONSERVER_MEMORY_CPU,
+            memory_type_id: 0,
+        }];
+        owned
+    };
+    let chunks = buffers.iter().map(|b| {
+        if b.len == 0 {
+            &[][..]
+        } else {
+            // SAFETY: every buffer is now in host memory with `len` readable bytes at `ptr`
+            // (Triton's until the request is released, or the copy above, kept by the caller).
+            unsafe { std::slice::from_raw_parts(b.ptr, b.len) }
+        }
+    });
+    let found = bytes_element_count(chunks).map_err(|e| {
+        Error::invalid_arg(format!(
+            "malformed BYTES data for shape {} ({total} bytes): {e}",
+            shape_str(shape)
+        ))
+    })?;
+    if found != elements {
+        return Err(Error::invalid_arg(format!(
+            "{found} string elements for shape {} (expected {elements})",
+            shape_str(shape)
+        )));
+    }
     Ok(owned)
 }
 
@@ -482,7 +562,8 @@ fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (
     };
 
     // Gather: one contiguous tensor per input, in device memory for GPU instances (zero copy
-    // for a single chunk already where the engine wants it), in host memory otherwise.
+    // for a single chunk already where the engine wants it), in host memory otherwise and for
+    // BYTES (the requests' elements back to back form the batch's BYTES tensor).
     let mut shapes: Vec<Vec<i64>> = Vec::with_capacity(cfg.inputs.len());
     let mut placed: Vec<(*const u8, usize, MemLoc)> = Vec::with_capacity(cfg.inputs.len());
     for (k, c) in cfg.inputs.iter().enumerate() {
@@ -516,7 +597,10 @@ fn run_batch(inst: &mut InstanceState, slots: &mut [Slot], batch: &[usize]) -> (
                     .sum::<usize>()
             })
             .sum();
-        let r = if let Some(gpu) = inst.gpu.as_mut() {
+        // BYTES stay in host memory, GPU instance or not: ONNX Runtime keeps string tensors
+        // on the CPU.
+        let on_gpu = inst.gpu.as_mut().filter(|_| c.dtype != DataType::Bytes);
+        let r = if let Some(gpu) = on_gpu {
             let chunks: Vec<InputBuffer> = batch
                 .iter()
                 .flat_map(|&i| slots[i].inputs[k].buffers.iter().copied())
@@ -652,9 +736,12 @@ fn check_output(
     } else {
         fits(&out.shape, &declared)
     };
-    let bytes_ok = element_count(&out.shape)
-        .and_then(|n| n.checked_mul(out.dtype.byte_size()))
-        .is_some_and(|b| b == out.bytes);
+    // A BYTES output's size depends on its strings: the runner serialized it, and scatter
+    // walks its length prefixes (and fails on a malformed one).
+    let bytes_ok = out.dtype == DataType::Bytes
+        || element_count(&out.shape)
+            .and_then(|n| n.checked_mul(out.dtype.byte_size()))
+            .is_some_and(|b| b == out.bytes);
     if !ok || !bytes_ok {
         let want = if cfg.max_batch_size > 0 {
             format!("[{total}]+{}", shape_str(&c.dims))
@@ -669,6 +756,37 @@ fn check_output(
         )));
     }
     Ok(())
+}
+
+/// The byte range of rows `first .. first + rows` of a batched BYTES output (rows of
+/// prod(shape[1..]) elements), found by walking its length prefixes.
+fn bytes_rows(out: &TensorOut<'_>, first: usize, rows: usize) -> Result<(usize, usize)> {
+    let name = &out.name;
+    let data = out
+        .host_bytes()
+        .ok_or_else(|| Error::internal(format!("BYTES output '{name}' is not in host memory")))?;
+    let per = element_count(out.shape.get(1..).unwrap_or(&[])).ok_or_else(|| {
+        Error::internal(format!(
+            "BYTES output '{name}' has shape {}",
+            shape_str(&out.shape)
+        ))
+    })?;
+    let at = |row: usize| {
+        row.checked_mul(per)
+            .and_then(|i| bytes_offset(data, i))
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "BYTES output '{name}' of shape {} ({} bytes) has no row {row}: its data is malformed or short",
+                    shape_str(&out.shape),
+                    data.len()
+                ))
+            })
+    };
+    let start = at(first)?;
+    let end = at(first
+        .checked_add(rows)
+        .ok_or_else(|| Error::internal("row index overflows"))?)?;
+    Ok((start, end - start))
 }
 
 fn scatter(
@@ -695,14 +813,19 @@ fn scatter(
             .ok_or_else(|| Error::internal(format!("the engine produced no output '{name}'")))?;
         check_output(cfg, c, out, total)?;
         let (shape, start, len) = if cfg.max_batch_size > 0 {
-            let per = element_count(&out.shape[1..]).unwrap_or(0) * out.dtype.byte_size();
             let rest: Vec<i64> = if c.reshape.is_some() {
                 c.dims.clone()
             } else {
                 out.shape[1..].to_vec()
             };
             let shape: Vec<i64> = std::iter::once(s.batch as i64).chain(rest).collect();
-            (shape, offset_batch * per, s.batch * per)
+            let (start, len) = if out.dtype == DataType::Bytes {
+                bytes_rows(out, offset_batch, s.batch)?
+            } else {
+                let per = element_count(&out.shape[1..]).unwrap_or(0) * out.dtype.byte_size();
+                (offset_batch * per, s.batch * per)
+            };
+            (shape, start, len)
         } else {
             let shape = if c.reshape.is_some() {
                 c.dims.clone()

@@ -198,6 +198,12 @@ fn sample_files(
             .iter()
             .find(|c| c.name == input)
             .ok_or_else(|| param_error(name, v, accepted))?;
+        if c.dtype == DataType::Bytes {
+            return Err(Error::invalid_arg(format!(
+                "parameter '{name}': input '{input}' is a STRING input; the guard draws its \
+                 strings itself (sample files hold numeric tensors)"
+            )));
+        }
         let what = format!("FP16 guard sample of input '{input}'");
         let mut f = crate::safe_file::open_in_dir(dir, std::path::Path::new(file), &what)
             .map_err(|e| e.context(format!("parameter '{name}'")))?;
@@ -296,6 +302,40 @@ pub fn guard_inputs(
                 bytes.len()
             ));
             out.data.push(bytes);
+            out.shapes.push(shape);
+            continue;
+        }
+        if c.dtype == DataType::Bytes {
+            // Strings are never converted to FP16; the outputs they lead to are compared for
+            // equality. Words of a small vocabulary (repeats included, so lookups and
+            // comparisons hit), cases mixed, one empty string.
+            const WORDS: [&str; 8] = [
+                "alpha",
+                "Beta",
+                "GAMMA",
+                "delta",
+                "",
+                "epsilon zeta",
+                "a",
+                "Ωmega",
+            ];
+            let mut data = Vec::new();
+            for _ in 0..count {
+                let w = WORDS[rng.below(WORDS.len() as u64) as usize];
+                crate::types::push_bytes_element(&mut data, w.as_bytes())
+                    .ok_or_else(|| Error::internal("guard string too long"))?;
+            }
+            out.notes.push(format!(
+                "'{}': strings from a {}-word vocabulary{}",
+                c.name,
+                WORDS.len(),
+                if dynamic {
+                    format!(", dynamic dims = {seq}")
+                } else {
+                    String::new()
+                }
+            ));
+            out.data.push(data);
             out.shapes.push(shape);
             continue;
         }

@@ -352,13 +352,32 @@ impl ModelState {
             let f = self.factory_for(choice, device)?;
             super::engines::load_engine(self, f.as_ref(), &spec, choice)
         };
+        // TensorRT has no string type: a model with a STRING tensor cannot use the native
+        // engine (ONNX Runtime serves it, keeping strings on the CPU).
+        let no_strings = || match self
+            .config
+            .inputs
+            .iter()
+            .chain(&self.config.outputs)
+            .find(|t| t.dtype == crate::types::DataType::Bytes)
+        {
+            Some(t) => Err(Error::unsupported(format!(
+                "model '{}': tensor '{}' is a STRING tensor and TensorRT has no string type; \
+                 serve the model with engine 'onnxruntime' (or 'auto')",
+                self.name, t.name
+            ))),
+            None => Ok(()),
+        };
         match (self.params.engine, device) {
-            (EngineChoice::TensorRt, _) => load(EngineKind::TensorRt),
+            (EngineChoice::TensorRt, _) => {
+                no_strings()?;
+                load(EngineKind::TensorRt)
+            }
             (EngineChoice::OnnxRuntime, _) | (EngineChoice::Auto, Device::Cpu) => {
                 load(EngineKind::OnnxRuntime(self.params.ort_gpu_provider))
             }
             (EngineChoice::Auto, Device::Gpu(ordinal)) => {
-                let native = load(EngineKind::TensorRt);
+                let native = no_strings().and_then(|()| load(EngineKind::TensorRt));
                 let why = match native {
                     Ok(e) => return Ok(e),
                     Err(e) => e,

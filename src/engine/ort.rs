@@ -11,9 +11,10 @@ use super::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::types::DataType;
-use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{DynTensor, DynTensorValueType, TensorElementType, TensorRefMut, ValueType};
+use ort::AsPointer as _;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -685,8 +686,9 @@ struct OrtRunner {
     graphs: Vec<super::ort_graphs::GraphSlot>,
     stream: Option<crate::cuda::Stream>,
     session: Session,
-    /// Outputs of the last run (kept alive so the returned views stay valid).
-    last: Vec<(String, DynTensor)>,
+    /// Outputs of the last run (kept alive so the returned views stay valid), with the BYTES
+    /// serialization of each string output.
+    last: Vec<(String, DynTensor, Option<Vec<u8>>)>,
 }
 
 fn memory_info(loc: MemLoc) -> Result<MemoryInfo<'static>> {
@@ -707,8 +709,114 @@ fn memory_info(loc: MemLoc) -> Result<MemoryInfo<'static>> {
     r.map_err(ort_err("ONNX Runtime memory info"))
 }
 
+/// A string tensor made from a BYTES input (Triton's wire format, in host memory): ONNX Runtime
+/// keeps strings in its own CPU tensor, so the elements are copied in. Every element is copied
+/// with its exact bytes (embedded NULs and non-UTF-8 included).
+fn string_input<'a>(t: &TensorRef<'a>) -> Result<SessionInputValue<'a>> {
+    if t.loc != MemLoc::Host {
+        return Err(Error::internal(format!(
+            "input '{}': BYTES data must be in host memory",
+            t.name
+        )));
+    }
+    let data: &[u8] = if t.bytes == 0 {
+        &[]
+    } else {
+        // SAFETY: a TensorRef is `bytes` readable bytes at `ptr` in `loc` (host here), valid
+        // for 'a.
+        unsafe { std::slice::from_raw_parts(t.ptr, t.bytes) }
+    };
+    let expected = crate::types::element_count(t.shape);
+    let elements = crate::types::bytes_elements(data)
+        .filter(|e| Some(e.len()) == expected)
+        .ok_or_else(|| {
+            Error::invalid_arg(format!(
+                "input '{}': {} bytes are not {} length-prefixed strings (shape {})",
+                t.name,
+                t.bytes,
+                expected.map_or_else(|| "a countable number of".into(), |n| n.to_string()),
+                crate::types::shape_str(t.shape)
+            ))
+        })?;
+    let mut value = DynTensor::new(
+        &Allocator::default(),
+        TensorElementType::String,
+        t.shape.to_vec(),
+    )
+    .map_err(ort_err("creating a string input tensor"))?;
+    for (i, e) in elements.iter().enumerate() {
+        let mut dst: *mut std::ffi::c_char = std::ptr::null_mut();
+        // SAFETY: `value` is a CPU string tensor of `elements.len()` elements owned here; ONNX
+        // Runtime resizes element `i` to `e.len()` bytes and returns its buffer.
+        let st = unsafe {
+            (ort::api().GetResizedStringTensorElementBuffer)(value.ptr_mut(), i, e.len(), &mut dst)
+        };
+        super::ort_graphs::status("filling a string input tensor", st)?;
+        if !e.is_empty() {
+            if dst.is_null() {
+                return Err(Error::internal(format!(
+                    "input '{}': ONNX Runtime gave no buffer for string element {i}",
+                    t.name
+                )));
+            }
+            // SAFETY: `dst` has room for `e.len()` bytes (just resized); `e` is distinct memory.
+            unsafe { std::ptr::copy_nonoverlapping(e.as_ptr(), dst.cast::<u8>(), e.len()) };
+        }
+    }
+    Ok(SessionInputValue::from(value))
+}
+
+/// The elements of a string tensor in Triton's BYTES wire format.
+fn serialize_strings(name: &str, t: &DynTensor, elements: usize) -> Result<Vec<u8>> {
+    let mut total = 0usize;
+    // SAFETY: `t` is a live string tensor; ONNX Runtime writes its total length to `total`.
+    let st = unsafe { (ort::api().GetStringTensorDataLength)(t.ptr(), &mut total) };
+    super::ort_graphs::status("reading a string output", st)?;
+    let mut content = vec![0u8; total];
+    let mut offsets = vec![0usize; elements];
+    if elements > 0 {
+        // SAFETY: `content` has `total` bytes and `offsets` `elements` slots, as told.
+        let st = unsafe {
+            (ort::api().GetStringTensorContent)(
+                t.ptr(),
+                content.as_mut_ptr().cast(),
+                total,
+                offsets.as_mut_ptr(),
+                elements,
+            )
+        };
+        super::ort_graphs::status("reading a string output", st)?;
+    }
+    let cap = elements
+        .checked_mul(4)
+        .and_then(|n| n.checked_add(total))
+        .ok_or_else(|| Error::internal(format!("output '{name}': its size overflows")))?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(cap).map_err(|e| {
+        Error::unavailable(format!("output '{name}': cannot allocate {cap} bytes: {e}"))
+    })?;
+    for i in 0..elements {
+        let end = offsets.get(i + 1).copied().unwrap_or(total);
+        let elem = content.get(offsets[i]..end).ok_or_else(|| {
+            Error::internal(format!(
+                "output '{name}': ONNX Runtime gave string offsets out of order"
+            ))
+        })?;
+        crate::types::push_bytes_element(&mut out, elem).ok_or_else(|| {
+            Error::internal(format!(
+                "output '{name}': string element {i} of {} bytes is longer than BYTES allows",
+                elem.len()
+            ))
+        })?;
+    }
+    Ok(out)
+}
+
 /// Wraps borrowed memory as an ONNX Runtime tensor of the given element type.
 fn input_value<'a>(t: &TensorRef<'a>) -> Result<SessionInputValue<'a>> {
+    if t.dtype == DataType::Bytes {
+        return string_input(t);
+    }
     let info = memory_info(t.loc)?;
     let shape = ort::value::Shape::new(t.shape.iter().copied());
     let expected = crate::types::element_count(t.shape)
@@ -747,12 +855,7 @@ fn input_value<'a>(t: &TensorRef<'a>) -> Result<SessionInputValue<'a>> {
         DataType::BF16 => mk!(half::bf16),
         DataType::F32 => mk!(f32),
         DataType::F64 => mk!(f64),
-        DataType::Bytes => {
-            return Err(Error::unsupported(format!(
-                "input '{}': BYTES tensors are not served",
-                t.name
-            )))
-        }
+        DataType::Bytes => unreachable!("string inputs are made above"),
     })
 }
 
@@ -795,12 +898,25 @@ impl Runner for OrtRunner {
             let t = v
                 .downcast::<DynTensorValueType>()
                 .map_err(|_| Error::unsupported(format!("output '{name}' is not a tensor")))?;
-            self.last.push((name.to_string(), t));
+            let strings = match t.dtype() {
+                ValueType::Tensor {
+                    ty: TensorElementType::String,
+                    shape,
+                    ..
+                } => {
+                    let n = crate::types::element_count(shape).ok_or_else(|| {
+                        Error::internal(format!("output '{name}' has shape {shape:?}"))
+                    })?;
+                    Some(serialize_strings(name, &t, n)?)
+                }
+                _ => None,
+            };
+            self.last.push((name.to_string(), t, strings));
         }
         drop(result);
         self.last
             .iter()
-            .map(|(name, t)| {
+            .map(|(name, t, strings)| {
                 let (ty, shape) = match t.dtype() {
                     ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
                     _ => {
@@ -809,11 +925,21 @@ impl Runner for OrtRunner {
                         )))
                     }
                 };
-                let dtype = to_datatype(ty)
-                    .filter(|d| *d != DataType::Bytes)
-                    .ok_or_else(|| {
-                        Error::unsupported(format!("output '{name}' has element type {ty:?}"))
-                    })?;
+                let dtype = to_datatype(ty).ok_or_else(|| {
+                    Error::unsupported(format!("output '{name}' has element type {ty:?}"))
+                })?;
+                if let Some(v) = strings {
+                    // Serialized by the runner in host memory it keeps until its next run.
+                    return Ok(TensorOut {
+                        name: name.clone(),
+                        dtype,
+                        shape,
+                        ptr: v.as_ptr(),
+                        bytes: v.len(),
+                        loc: MemLoc::Host,
+                        _lt: PhantomData,
+                    });
+                }
                 let bytes = crate::types::element_count(&shape).unwrap_or(0) * dtype.byte_size();
                 let info = t.memory_info();
                 let loc = if info.is_cpu_accessible() {
