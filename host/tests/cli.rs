@@ -184,3 +184,66 @@ fn build_worker_refuses_a_job_from_another_release() {
     );
     assert!(!d.path().join("envelope").exists());
 }
+
+/// `rusttrt bench` with several clients goes through the dynamic batcher as Triton's would and
+/// reports the batch sizes it actually formed; every request's items are accounted for.
+#[test]
+fn bench_reports_the_batches_the_dynamic_batcher_formed() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("m/1")).unwrap();
+    std::fs::write(
+        d.path().join("m/config.pbtxt"),
+        r#"backend: "mockbackend"
+max_batch_size: 8
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 200000 }
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"#,
+    )
+    .unwrap();
+    let json = d.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_rusttrt"))
+        .args(["bench", "--model-repository"])
+        .arg(d.path())
+        .args([
+            "--model",
+            "m",
+            "--batches",
+            "1",
+            "--iters",
+            "16",
+            "--warmup",
+            "0",
+        ])
+        .args(["--concurrency", "4", "--backend-lib"])
+        .arg(mock_lib())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("formed batches (size x executions):"),
+        "{stdout}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let formed = v["rows"][0]["formed_batches"].as_array().unwrap().clone();
+    let items: u64 = formed
+        .iter()
+        .map(|f| f["batch_size"].as_u64().unwrap() * f["executions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        items, 16,
+        "every request's item is in a formed batch: {formed:?}"
+    );
+    assert!(
+        formed.iter().any(|f| f["batch_size"].as_u64().unwrap() > 1),
+        "4 clients with a 200 ms queue delay form batches larger than 1: {formed:?}"
+    );
+}

@@ -106,22 +106,37 @@ fn stat_ns(v: &Value) -> (u64, u64) {
     )
 }
 
-/// (executions, ns of compute input + infer + output, ns of compute infer) for batch size `b`.
-fn batch_stats(server: &Server, model: &str, b: usize) -> Result<(u64, u64, u64)> {
+/// Per formed batch size: (executions, ns of compute input + infer + output, ns of compute infer).
+type BatchStats = std::collections::BTreeMap<u64, (u64, u64, u64)>;
+
+/// The batch statistics the server reports, per batch size the dynamic batcher formed.
+fn batch_stats(server: &Server, model: &str) -> Result<BatchStats> {
     let s = server.model_stats(model)?;
+    let mut out = BatchStats::new();
     for bs in s["model_stats"][0]["batch_stats"]
         .as_array()
         .cloned()
         .unwrap_or_default()
     {
-        if bs["batch_size"].as_u64() == Some(b as u64) {
+        if let Some(size) = bs["batch_size"].as_u64() {
             let (n, i) = stat_ns(&bs["compute_input"]);
             let (_, f) = stat_ns(&bs["compute_infer"]);
             let (_, o) = stat_ns(&bs["compute_output"]);
-            return Ok((n, i + f + o, f));
+            out.insert(size, (n, i + f + o, f));
         }
     }
-    Ok((0, 0, 0))
+    Ok(out)
+}
+
+/// What ran between two snapshots: per formed size, (executions, ns total, ns infer).
+fn formed_between(before: &BatchStats, after: &BatchStats) -> BatchStats {
+    after
+        .iter()
+        .filter_map(|(size, &(n1, s1, f1))| {
+            let (n0, s0, f0) = before.get(size).copied().unwrap_or_default();
+            (n1 > n0).then_some((*size, (n1 - n0, s1 - s0, f1 - f0)))
+        })
+        .collect()
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
@@ -198,7 +213,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             // machine does (and ONNX Runtime's spinning thread pools) weighs on both alike.
             let rounds = if direct.is_some() { 5 } else { 1 };
             let per = args.iters.div_ceil(rounds);
-            let (n0, s0, f0) = batch_stats(&server, &args.model, b)?;
+            let before = batch_stats(&server, &args.model)?;
             let mut lat: Vec<Duration> = Vec::with_capacity(args.iters);
             let mut direct_times: Vec<f64> = Vec::new();
             let mut wall = 0.0;
@@ -243,15 +258,24 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     args.iters
                 )));
             }
-            let (n1, s1, f1) = batch_stats(&server, &args.model, b)?;
-            let execs = (n1 - n0).max(1) as f64;
-            let server_ms = (s1 - s0) as f64 / execs / 1e6;
-            let engine_ms = (f1 - f0) as f64 / execs / 1e6;
+            // The batches the dynamic batcher actually formed from these requests (with
+            // concurrency they merge: 8 clients of batch 32 may run as batches of 64 or 256).
+            let formed = formed_between(&before, &batch_stats(&server, &args.model)?);
+            let n: u64 = formed.values().map(|v| v.0).sum();
+            let execs = n.max(1) as f64;
+            let server_ms = formed.values().map(|v| v.1).sum::<u64>() as f64 / execs / 1e6;
+            let engine_ms = formed.values().map(|v| v.2).sum::<u64>() as f64 / execs / 1e6;
+            let formed_text: Vec<String> = formed
+                .iter()
+                .map(|(size, v)| format!("{size}x{}", v.0))
+                .collect();
+            // The direct engine runs batch `b`: compare only where every batch was `b`.
+            let only_b = formed.keys().all(|&size| size == b as u64);
             direct_times.sort_by(|a, b| a.total_cmp(b));
             let direct_ms =
                 (!direct_times.is_empty()).then(|| direct_times[direct_times.len() / 2]);
             let img_s = (args.iters * b) as f64 / wall;
-            let overhead = direct_ms.map(|d| server_ms / d - 1.0);
+            let overhead = direct_ms.filter(|_| only_b).map(|d| server_ms / d - 1.0);
             println!(
                 "{:>8} {b:>6} {img_s:>10.1} {:>9.3} {:>9.3} {server_ms:>10.3} {engine_ms:>10.3} {:>10} {:>9}",
                 format!("{mem:?}"),
@@ -260,10 +284,16 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 direct_ms.map(|d| format!("{d:.3}")).unwrap_or("-".into()),
                 overhead.map(|o| format!("{:+.1}%", o * 100.0)).unwrap_or("-".into()),
             );
+            println!(
+                "{:>8} formed batches (size x executions): {}",
+                "",
+                formed_text.join(", ")
+            );
             rows.push(json!({"input_memory": format!("{mem:?}"), "batch": b, "img_per_s": img_s,
                 "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99),
                 "server_exec_ms": server_ms, "engine_ms": engine_ms, "direct_ms": direct_ms, "overhead": overhead,
-                "executions": n1 - n0}));
+                "executions": n,
+                "formed_batches": formed.iter().map(|(size, v)| json!({"batch_size": size, "executions": v.0})).collect::<Vec<_>>()}));
         }
     }
     let violations = server.violations();
