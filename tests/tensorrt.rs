@@ -1033,3 +1033,50 @@ fn native_engine_serves_zero_size_tensors() {
         assert_no_violation(&s);
     });
 }
+
+/// A large input in pageable host memory (over the size at which the GPU gather packs pinned
+/// staging on several threads), whole and in 1 MB chunks, arrives intact on the device.
+#[test]
+fn a_large_pageable_input_is_packed_and_copied_intact() {
+    let _ = fake_gpu(
+        "a_large_pageable_input_is_packed_and_copied_intact",
+        &[],
+        || {
+            let repo = Repo::new();
+            repo.add(
+                "z",
+                &test_model("zero_dim"),
+                Some(
+                    "backend: \"rusttrt\"\nmax_batch_size: 0\ninstance_group [ { kind: KIND_GPU } ]\n\
+                     parameters { key: \"engine\" value: { string_value: \"tensorrt\" } }\n\
+                     parameters { key: \"precision_mode\" value: { string_value: \"FP32\" } }\n\
+                     parameters { key: \"trt_profile_min_shapes\" value: { string_value: \"x:0x3\" } }\n\
+                     parameters { key: \"trt_profile_opt_shapes\" value: { string_value: \"x:8x3\" } }\n\
+                     parameters { key: \"trt_profile_max_shapes\" value: { string_value: \"x:1000000x3\" } }\n",
+                ),
+            );
+            let s = trt_server(&repo, &[]);
+            s.load_model("z").unwrap();
+            let n = 900_000usize; // 10.8 MB of FP32
+            let x: Vec<f32> = (0..n * 3).map(|i| (i % 9973) as f32 - 4000.0).collect();
+            for chunk in [usize::MAX, 1 << 20] {
+                let req = InferRequest::new(
+                    "big",
+                    vec![
+                        rusttrt_host::InputTensor::f32("x", &[n as i64, 3], &x)
+                            .split(chunk, MemoryType::Cpu),
+                        rusttrt_host::InputTensor::f32("z", &[2, 0], &[]),
+                    ],
+                );
+                let resp = s.infer("z", req).unwrap();
+                assert!(resp.error.is_none(), "{:?}", resp.error);
+                let got = resp.output("x2").unwrap().as_f32();
+                assert_eq!(got.len(), x.len());
+                let bad = got.iter().zip(&x).position(|(g, v)| *g != 2.0 * v);
+                assert_eq!(bad, None, "chunks of {chunk}: first wrong element");
+            }
+            assert_clean(&s);
+            assert_no_violation(&s);
+        },
+    );
+}

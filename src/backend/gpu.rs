@@ -109,6 +109,23 @@ impl GpuIo {
             .map(|s| s.as_ptr())
             .unwrap_or(std::ptr::null());
         let mut staging = staging;
+        // Pack the pageable chunks into pinned staging first, on several threads for a large
+        // batch (one request's pageable bytes may be hundreds of MB), then queue the copies.
+        if let Some(s) = staging.as_mut() {
+            let mut pieces = Vec::new();
+            let mut soff = 0usize;
+            for c in chunks
+                .iter()
+                .filter(|c| c.len > 0 && c.memory_type == TRITONSERVER_MEMORY_CPU)
+            {
+                pieces.push((c.ptr as usize, soff, c.len));
+                soff += c.len;
+            }
+            // SAFETY: every piece is a pageable input chunk Triton keeps readable (`len` bytes
+            // at `ptr`) until the request is released, after this Execute; the offsets tile
+            // `[0, pageable)` of the staging buffer, which holds at least that much.
+            unsafe { pack_pieces(s, &pieces) };
+        }
         let (mut off, mut soff) = (0usize, 0usize);
         // Empty chunks (a zero-size tensor) carry nothing to copy.
         for c in chunks.iter().filter(|c| c.len > 0) {
@@ -120,12 +137,9 @@ impl GpuIo {
                     unsafe { self.stream.copy_htod_raw(dst + off as u64, c.ptr, c.len)? };
                 }
                 TRITONSERVER_MEMORY_CPU => {
-                    let s = staging
-                        .as_mut()
-                        .ok_or_else(|| Error::internal("staging missing"))?;
-                    // SAFETY: Triton guarantees `len` readable host bytes at `ptr` until release.
-                    s[soff..soff + c.len]
-                        .copy_from_slice(unsafe { std::slice::from_raw_parts(c.ptr, c.len) });
+                    if staging.is_none() {
+                        return Err(Error::internal("staging missing"));
+                    }
                     // SAFETY: staging is pinned, holds the bytes at `soff` and is not written
                     // again before the stream is synchronized at the end of Execute; `dst+off`
                     // has room for `len` bytes (ensured above).
@@ -318,4 +332,101 @@ pub fn copy_host_to_gpu(dst: *mut u8, device: i64, src: &[u8]) -> Result<()> {
     // before returning, so `src` outlives the copy.
     unsafe { stream.copy_htod_raw(dst as u64, src.as_ptr(), src.len())? };
     stream.synchronize()
+}
+
+/// Below this many bytes one thread packs the staging buffer (threads cost more than they save).
+const PARALLEL_PACK_MIN: usize = 8 << 20;
+
+/// Copies each `(source address, offset, length)` piece into `staging[offset..offset + length]`,
+/// on up to 8 threads when there is at least [`PARALLEL_PACK_MIN`] to copy.
+///
+/// # Safety
+/// Each source must be readable for its length for the duration of the call; the pieces'
+/// ranges must lie inside `staging` and not overlap one another.
+unsafe fn pack_pieces(staging: &mut [u8], pieces: &[(usize, usize, usize)]) {
+    let total: usize = pieces.iter().map(|p| p.2).sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+        .min(total / (PARALLEL_PACK_MIN / 8))
+        .max(1);
+    if threads == 1 || total < PARALLEL_PACK_MIN {
+        for &(src, off, len) in pieces {
+            // SAFETY: the caller's contract: `len` readable bytes at `src`, and the range lies
+            // inside `staging`.
+            staging[off..off + len]
+                .copy_from_slice(unsafe { std::slice::from_raw_parts(src as *const u8, len) });
+        }
+        return;
+    }
+    // Deal the bytes out in shares of about total / threads, splitting pieces where needed.
+    let share = total.div_ceil(threads);
+    let mut jobs: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); threads];
+    let (mut t, mut filled) = (0usize, 0usize);
+    for &(src, off, len) in pieces {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(share - filled);
+            jobs[t].push((src + done, off + done, n));
+            done += n;
+            filled += n;
+            if filled == share && t + 1 < threads {
+                t += 1;
+                filled = 0;
+            }
+        }
+    }
+    let cap = staging.len();
+    let base = staging.as_mut_ptr() as usize;
+    std::thread::scope(|scope| {
+        for job in &jobs {
+            scope.spawn(move || {
+                for &(src, off, n) in job {
+                    assert!(off + n <= cap, "staging piece out of range");
+                    // SAFETY: `n` readable bytes at `src` (the caller's contract); the
+                    // destination ranges of all jobs are disjoint sub-ranges of `staging`, which
+                    // the exclusive borrow keeps alive and unaliased until the scope ends.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(src as *const u8, (base + off) as *mut u8, n)
+                    };
+                }
+            });
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(sizes: &[usize]) {
+        let sources: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j * 7) as u8).collect())
+            .collect();
+        let mut pieces = Vec::new();
+        let mut off = 0;
+        for s in &sources {
+            pieces.push((s.as_ptr() as usize, off, s.len()));
+            off += s.len();
+        }
+        let mut staging = vec![0u8; off + 5];
+        // SAFETY: the sources live through the call; the pieces tile the staging buffer.
+        unsafe { pack_pieces(&mut staging, &pieces) };
+        let want: Vec<u8> = sources.concat();
+        assert_eq!(&staging[..off], &want[..], "sizes {sizes:?}");
+        assert_eq!(&staging[off..], &[0; 5]);
+    }
+
+    #[test]
+    fn packing_matches_concatenation_small_and_parallel() {
+        pack(&[]);
+        pack(&[0, 3, 0, 17]);
+        pack(&[1 << 10; 4]);
+        // Over the parallel threshold: one huge chunk, many chunks, odd sizes.
+        pack(&[PARALLEL_PACK_MIN * 2 + 3]);
+        pack(&[PARALLEL_PACK_MIN / 3 + 1; 9]);
+        pack(&[7, PARALLEL_PACK_MIN, 1, PARALLEL_PACK_MIN / 2 + 11, 0, 5]);
+    }
 }
