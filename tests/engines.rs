@@ -11,10 +11,6 @@ fn spec(device: Device) -> BuildSpec {
     BuildSpec {
         model_name: "tiny_clip".into(),
         model_path: common::tiny_clip_dir().join("1/model.onnx"),
-        model_digest: triton_rusttrt::onnx::model_digest(
-            common::tiny_clip_dir().join("1/model.onnx"),
-        )
-        .unwrap(),
         precision: Precision::Fp32,
         device,
         max_batch_size: 32,

@@ -974,6 +974,18 @@ fn builds_run_in_the_worker_and_its_log_is_forwarded() {
     );
 }
 
+/// The `zero_dim` test model on the native engine: `x` is `[n, 3]` with `n` in `0..=max_rows`.
+fn zero_dim_config(max_rows: usize) -> String {
+    format!(
+        "backend: \"rusttrt\"\nmax_batch_size: 0\ninstance_group [ {{ kind: KIND_GPU }} ]\n\
+         parameters {{ key: \"engine\" value: {{ string_value: \"tensorrt\" }} }}\n\
+         parameters {{ key: \"precision_mode\" value: {{ string_value: \"FP32\" }} }}\n\
+         parameters {{ key: \"trt_profile_min_shapes\" value: {{ string_value: \"x:0x3\" }} }}\n\
+         parameters {{ key: \"trt_profile_opt_shapes\" value: {{ string_value: \"x:2x3\" }} }}\n\
+         parameters {{ key: \"trt_profile_max_shapes\" value: {{ string_value: \"x:{max_rows}x3\" }} }}\n"
+    )
+}
+
 /// Zero-size tensors through the native engine and the GPU data path: a `[0,3]` input and a
 /// `[2,0]` one, from pageable, pinned and device memory, come back as empty outputs of the right
 /// shapes.
@@ -981,18 +993,7 @@ fn builds_run_in_the_worker_and_its_log_is_forwarded() {
 fn native_engine_serves_zero_size_tensors() {
     let _ = fake_gpu("native_engine_serves_zero_size_tensors", &[], || {
         let repo = Repo::new();
-        repo.add(
-            "z",
-            &test_model("zero_dim"),
-            Some(
-                "backend: \"rusttrt\"\nmax_batch_size: 0\ninstance_group [ { kind: KIND_GPU } ]\n\
-                 parameters { key: \"engine\" value: { string_value: \"tensorrt\" } }\n\
-                 parameters { key: \"precision_mode\" value: { string_value: \"FP32\" } }\n\
-                 parameters { key: \"trt_profile_min_shapes\" value: { string_value: \"x:0x3\" } }\n\
-                 parameters { key: \"trt_profile_opt_shapes\" value: { string_value: \"x:2x3\" } }\n\
-                 parameters { key: \"trt_profile_max_shapes\" value: { string_value: \"x:4x3\" } }\n",
-            ),
-        );
+        repo.add("z", &test_model("zero_dim"), Some(&zero_dim_config(4)));
         let s = trt_server(&repo, &[]);
         s.load_model("z").unwrap();
         for mem in [MemoryType::Cpu, MemoryType::CpuPinned, MemoryType::Gpu] {
@@ -1046,14 +1047,7 @@ fn a_large_pageable_input_is_packed_and_copied_intact() {
             repo.add(
                 "z",
                 &test_model("zero_dim"),
-                Some(
-                    "backend: \"rusttrt\"\nmax_batch_size: 0\ninstance_group [ { kind: KIND_GPU } ]\n\
-                     parameters { key: \"engine\" value: { string_value: \"tensorrt\" } }\n\
-                     parameters { key: \"precision_mode\" value: { string_value: \"FP32\" } }\n\
-                     parameters { key: \"trt_profile_min_shapes\" value: { string_value: \"x:0x3\" } }\n\
-                     parameters { key: \"trt_profile_opt_shapes\" value: { string_value: \"x:8x3\" } }\n\
-                     parameters { key: \"trt_profile_max_shapes\" value: { string_value: \"x:1000000x3\" } }\n",
-                ),
+                Some(&zero_dim_config(1000000)),
             );
             let s = trt_server(&repo, &[]);
             s.load_model("z").unwrap();

@@ -80,19 +80,26 @@ impl Default for KeyVersions {
 /// versions. Never a path.
 pub fn cache_key(
     signature: &crate::engine::Signature,
+    model_digest: &str,
     factory: &dyn EngineFactory,
     spec: &BuildSpec,
 ) -> Result<CacheKey> {
-    cache_key_with(signature, factory, spec, &KeyVersions::default())
+    cache_key_with(
+        signature,
+        model_digest,
+        factory,
+        spec,
+        &KeyVersions::default(),
+    )
 }
 
 fn cache_key_with(
     signature: &crate::engine::Signature,
+    model_digest: &str,
     factory: &dyn EngineFactory,
     spec: &BuildSpec,
     versions: &KeyVersions,
 ) -> Result<CacheKey> {
-    let digest = spec.model_digest.clone();
     let profile = format!(
         "max={};opt={}",
         spec.max_batch_size,
@@ -103,7 +110,7 @@ fn cache_key_with(
             .join(",")
     );
     let mut b = CacheKey::builder()
-        .field("model_digest", digest)
+        .field("model_digest", model_digest)
         .field("engine", factory.kind())
         .field("engine_version", factory.library_version())
         .field("device", factory.device_identity(spec.device)?)
@@ -180,7 +187,6 @@ mod tests {
         let spec = BuildSpec {
             model_name: "m".into(),
             model_path: model.clone(),
-            model_digest: crate::onnx::model_digest(&model).unwrap(),
             precision: Precision::Fp16,
             device: Device::Gpu(0),
             max_batch_size: 8,
@@ -188,23 +194,33 @@ mod tests {
             options: BTreeMap::from([("max_workspace_size_bytes".to_string(), "1024".to_string())]),
         };
         let f = Fake("10.16.0", "H100 sm_90", "10.16.0");
-        let base = cache_key(&sig, &f, &spec).unwrap();
+        let da = crate::onnx::model_digest(&model).unwrap();
+        let base = cache_key(&sig, &da, &f, &spec).unwrap();
         // Same content elsewhere, under another model name: same key.
         let other = dir.path().join("copy.onnx");
         std::fs::copy(&model, &other).unwrap();
         let moved = BuildSpec {
-            model_digest: crate::onnx::model_digest(&other).unwrap(),
             model_path: other,
             model_name: "another".into(),
             ..spec.clone()
         };
-        assert_eq!(cache_key(&sig, &f, &moved).unwrap().digest, base.digest);
+        assert_eq!(
+            cache_key(
+                &sig,
+                &crate::onnx::model_digest(&moved.model_path).unwrap(),
+                &f,
+                &moved
+            )
+            .unwrap()
+            .digest,
+            base.digest
+        );
         // Options that do not change the build stay out of the key.
         let mut o = spec.clone();
         o.options.insert("cache_dir".into(), "/elsewhere".into());
         o.options
             .insert("cuda_graph_batch_sizes".into(), "1,8".into());
-        assert_eq!(cache_key(&sig, &f, &o).unwrap().digest, base.digest);
+        assert_eq!(cache_key(&sig, &da, &f, &o).unwrap().digest, base.digest);
         let mut changed = Vec::new();
         std::fs::copy(
             data.join("dtype_int32/1/model.onnx"),
@@ -214,20 +230,23 @@ mod tests {
         changed.push(
             cache_key(
                 &sig,
+                &crate::onnx::model_digest(dir.path().join("b.onnx")).unwrap(),
                 &f,
                 &BuildSpec {
                     model_path: dir.path().join("b.onnx"),
-                    model_digest: crate::onnx::model_digest(dir.path().join("b.onnx")).unwrap(),
                     ..spec.clone()
                 },
             )
             .unwrap(),
         );
-        changed.push(cache_key(&sig, &Fake("10.16.1", "H100 sm_90", "10.16.0"), &spec).unwrap());
-        changed.push(cache_key(&sig, &Fake("10.16.0", "H200 sm_90", "10.16.0"), &spec).unwrap());
+        changed
+            .push(cache_key(&sig, &da, &Fake("10.16.1", "H100 sm_90", "10.16.0"), &spec).unwrap());
+        changed
+            .push(cache_key(&sig, &da, &Fake("10.16.0", "H200 sm_90", "10.16.0"), &spec).unwrap());
         changed.push(
             cache_key(
                 &sig,
+                &da,
                 &f,
                 &BuildSpec {
                     precision: Precision::Fp32,
@@ -239,6 +258,7 @@ mod tests {
         changed.push(
             cache_key(
                 &sig,
+                &da,
                 &f,
                 &BuildSpec {
                     max_batch_size: 16,
@@ -250,6 +270,7 @@ mod tests {
         changed.push(
             cache_key(
                 &sig,
+                &da,
                 &f,
                 &BuildSpec {
                     opt_batch_sizes: vec![8],
@@ -261,9 +282,10 @@ mod tests {
         let mut o = spec.clone();
         o.options
             .insert("max_workspace_size_bytes".into(), "2048".into());
-        changed.push(cache_key(&sig, &f, &o).unwrap());
+        changed.push(cache_key(&sig, &da, &f, &o).unwrap());
         // The TensorRT headers the shim was compiled against (same library version).
-        changed.push(cache_key(&sig, &Fake("10.16.0", "H100 sm_90", "10.17.0"), &spec).unwrap());
+        changed
+            .push(cache_key(&sig, &da, &Fake("10.16.0", "H100 sm_90", "10.17.0"), &spec).unwrap());
         // The versions of the backend, the FP16 converter and the guard.
         let v = KeyVersions::default();
         for other in [
@@ -280,10 +302,10 @@ mod tests {
                 ..v.clone()
             },
         ] {
-            changed.push(cache_key_with(&sig, &f, &spec, &other).unwrap());
+            changed.push(cache_key_with(&sig, &da, &f, &spec, &other).unwrap());
         }
         assert_eq!(
-            cache_key_with(&sig, &f, &spec, &v).unwrap().digest,
+            cache_key_with(&sig, &da, &f, &spec, &v).unwrap().digest,
             base.digest
         );
         for (i, k) in changed.iter().enumerate() {

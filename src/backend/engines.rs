@@ -40,7 +40,7 @@ pub fn load_engine(
     if !factory.cacheable(spec) {
         return factory.load(spec, None);
     }
-    let key = cache_key(&state.signature, factory, spec)?;
+    let key = cache_key(&state.signature, state.model_digest()?, factory, spec)?;
     let cache = EngineCache::new(cache_config(state)?);
     // The build (and the FP16 guard, which runs model code) happens in a worker process where
     // one is found, so that a crash or hang there fails this load, not the server.

@@ -382,30 +382,43 @@ fn normalize_bool(buffers: &mut Vec<InputBuffer>) -> Result<Vec<u8>> {
         return Ok(Vec::new());
     }
     let total: usize = buffers.iter().map(|b| b.len).sum();
+    let mut owned = host_copy(buffers, total)?;
+    for v in owned.iter_mut() {
+        *v = u8::from(*v != 0);
+    }
+    *buffers = vec![host_buffer(&owned)];
+    Ok(owned)
+}
+
+/// One host copy of all of an input's buffers, wherever they are (GPU buffers are copied
+/// device-to-host), in order.
+fn host_copy(buffers: &[InputBuffer], total: usize) -> Result<Vec<u8>> {
     let mut owned = Vec::new();
     owned
         .try_reserve_exact(total)
         .map_err(|e| Error::unavailable(format!("cannot allocate {total} bytes: {e}")))?;
-    for b in buffers.iter() {
+    for b in buffers {
         if host_memory(b.memory_type) {
             if b.len > 0 {
-                // SAFETY: as above.
+                // SAFETY: Triton guarantees `len` readable bytes at `ptr` in host memory until
+                // the request is released (after the run).
                 owned.extend_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
             }
         } else {
             copy_gpu_to_host(&mut owned, b.ptr, b.len, b.memory_type_id)?;
         }
     }
-    for v in owned.iter_mut() {
-        *v = u8::from(*v != 0);
-    }
-    *buffers = vec![InputBuffer {
+    Ok(owned)
+}
+
+/// A host-memory input buffer over `owned` (which the caller keeps alive while it is used).
+fn host_buffer(owned: &[u8]) -> InputBuffer {
+    InputBuffer {
         ptr: owned.as_ptr(),
         len: owned.len(),
         memory_type: TRITONSERVER_MEMORY_CPU,
         memory_type_id: 0,
-    }];
-    Ok(owned)
+    }
 }
 
 /// A BYTES input (Triton's STRING): its buffers must hold exactly as many length-prefixed
@@ -433,27 +446,8 @@ fn check_bytes_input(
     let owned = if buffers.iter().all(|b| host_memory(b.memory_type)) {
         Vec::new()
     } else {
-        let mut owned = Vec::new();
-        owned
-            .try_reserve_exact(total)
-            .map_err(|e| Error::unavailable(format!("cannot allocate {total} bytes: {e}")))?;
-        for b in buffers.iter() {
-            if host_memory(b.memory_type) {
-                if b.len > 0 {
-                    // SAFETY: Triton guarantees `len` readable bytes at `ptr` in host memory
-                    // until the request is released (after the run).
-                    owned.extend_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
-                }
-            } else {
-                copy_gpu_to_host(&mut owned, b.ptr, b.len, b.memory_type_id)?;
-            }
-        }
-        *buffers = vec![InputBuffer {
-            ptr: owned.as_ptr(),
-            len: owned.len(),
-            memory_type: TRITONSERVER_MEMORY_CPU,
-            memory_type_id: 0,
-        }];
+        let owned = host_copy(buffers, total)?;
+        *buffers = vec![host_buffer(&owned)];
         owned
     };
     let chunks = buffers.iter().map(|b| {

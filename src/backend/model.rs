@@ -30,8 +30,9 @@ pub struct ModelState {
     /// The model's directory in the repository.
     pub model_dir: PathBuf,
     pub model_path: PathBuf,
-    /// Content digest of the model file and its external data, computed once at load.
-    pub model_digest: String,
+    /// Content digest of the model file and its external data: computed once, when a cache key
+    /// first needs it (an FP32 ONNX Runtime model never hashes its file).
+    model_digest: std::sync::OnceLock<String>,
     /// The I/O signature read from the ONNX file.
     pub signature: Signature,
     pub backend: Arc<BackendState>,
@@ -81,9 +82,7 @@ impl ModelState {
         }
         // External data files are checked here, before any engine library opens them by path
         // (ONNX Runtime would block on a FIFO and follows symlinks).
-        // One read of the model gives its signature and its content digest (the cache key's).
-        let (onnx, model_digest) =
-            crate::onnx::OnnxModel::load_with_digest(&model_path).map_err(ctx)?;
+        let onnx = crate::onnx::OnnxModel::load(&model_path).map_err(ctx)?;
         let signature = onnx
             .check_external_data()
             .and_then(|()| onnx.signature())
@@ -109,7 +108,7 @@ impl ModelState {
             raw,
             backend,
             repo,
-            (model_path, model_digest),
+            (model_path, None),
             signature,
             true,
         )
@@ -126,7 +125,7 @@ impl ModelState {
         raw: serde_json::Value,
         backend: Arc<BackendState>,
         repo: PathBuf,
-        (model_path, model_digest): (PathBuf, String),
+        (model_path, model_digest): (PathBuf, Option<String>),
         signature: Signature,
         announce: bool,
     ) -> Result<ModelState> {
@@ -157,12 +156,25 @@ impl ModelState {
             params,
             model_dir,
             model_path,
-            model_digest,
+            model_digest: model_digest
+                .map(std::sync::OnceLock::from)
+                .unwrap_or_default(),
             signature,
             metrics,
             backend,
             engines: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Content digest of the model file and its external data (`onnx::model_digest`), computed
+    /// on first use and kept.
+    pub fn model_digest(&self) -> Result<&str> {
+        if let Some(d) = self.model_digest.get() {
+            return Ok(d);
+        }
+        let d = crate::onnx::model_digest(&self.model_path)
+            .map_err(|e| e.context(format!("model '{}'", self.name)))?;
+        Ok(self.model_digest.get_or_init(|| d))
     }
 
     /// The engine for `device`, built (or taken from the cache) on first use.
@@ -284,7 +296,7 @@ impl ModelState {
         };
         let spec = self.build_spec(device);
         let key = crate::cache::CacheKey::builder()
-            .field("model_digest", &self.model_digest)
+            .field("model_digest", self.model_digest()?)
             .field("engine", "onnxruntime-tensorrt-ep")
             .field(
                 "device",
@@ -332,7 +344,6 @@ impl ModelState {
         BuildSpec {
             model_name: self.name.clone(),
             model_path: self.model_path.clone(),
-            model_digest: self.model_digest.clone(),
             precision: self.params.precision_for(device),
             device,
             max_batch_size: max,

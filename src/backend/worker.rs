@@ -120,7 +120,7 @@ pub fn build(
         model_version: state.version,
         model_dir: state.model_dir.clone(),
         model_path: state.model_path.clone(),
-        model_digest: state.model_digest.clone(),
+        model_digest: state.model_digest()?.to_string(),
         config: state.config.raw.clone(),
         backend_cmdline: state.backend.cmdline.clone(),
         backend_dir: state.backend.backend_dir.clone(),
@@ -349,7 +349,7 @@ pub fn run_job(job: &Job) -> Result<Vec<u8>> {
         job.config.clone(),
         backend,
         job.model_dir.clone(),
-        (job.model_path.clone(), job.model_digest.clone()),
+        (job.model_path.clone(), Some(job.model_digest.clone())),
         signature,
         false,
     )?;

@@ -52,9 +52,6 @@ pub struct BuildSpec {
     pub model_name: String,
     /// Path of the ONNX file (external data files are resolved beside it).
     pub model_path: PathBuf,
-    /// Content digest of the model file and its external data (`onnx::model_digest`), read
-    /// once per model load; the cache key's `model_digest`.
-    pub model_digest: String,
     pub precision: Precision,
     pub device: Device,
     /// 0 = the model has no batch dimension.

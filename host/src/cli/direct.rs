@@ -90,7 +90,6 @@ impl DirectEngine {
         let spec = BuildSpec {
             model_name: format!("{model} (direct)"),
             model_path: path.clone(),
-            model_digest: triton_rusttrt::onnx::model_digest(&path).map_err(Error::from)?,
             precision,
             device,
             max_batch_size: cfg["max_batch_size"].as_u64().unwrap_or(0) as usize,

@@ -180,7 +180,6 @@ mod tests {
         let spec = BuildSpec {
             model_name: "m".into(),
             model_path: "m.onnx".into(),
-            model_digest: "0".repeat(64),
             precision: crate::engine::Precision::Fp16,
             device: Device::Cpu,
             max_batch_size: 0,
