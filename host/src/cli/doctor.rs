@@ -156,26 +156,6 @@ fn tiny_config(name: &str, kind: &str, engine: &str, precision: &str) -> String 
     )
 }
 
-/// (min row cosine, max abs difference) of two `[rows, row]` tensors.
-fn compare(a: &[f32], b: &[f32], row: usize) -> (f64, f64) {
-    let mut min_cos = 1.0f64;
-    let mut max_abs = 0.0f64;
-    for (x, y) in a.chunks(row).zip(b.chunks(row)) {
-        let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
-        let nx = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
-        let ny = y.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
-        min_cos = min_cos.min(dot / (nx * ny));
-        for (p, q) in x.iter().zip(y) {
-            max_abs = max_abs.max((*p as f64 - *q as f64).abs());
-        }
-    }
-    if a.len() != b.len() {
-        min_cos = -1.0;
-    }
-    (min_cos, max_abs)
-}
-
-/// `rusttrt doctor`: prints the report; an error when something asked for cannot work.
 pub fn doctor(args: &DoctorArgs) -> Result<()> {
     let r = diagnose(args)?;
     if r.failures.is_empty() {
@@ -426,13 +406,17 @@ fn run_checks(
                 reference = Some(out);
             }
             Some(want) => {
-                let (cos, max_abs) = compare(&out, want, 32);
+                let (cos, rel_l2) = if out.len() == want.len() {
+                    triton_rusttrt::compare::cosine_and_rel_l2(want, &out, 32)
+                } else {
+                    (-1.0, f32::INFINITY)
+                };
                 let bar = if *precision == "FP16" { 0.999 } else { 0.9999 };
                 let mark = if cos >= bar { Mark::Ok } else { Mark::Fail };
                 r.line(
                     mark,
                     &what,
-                    format!("{serving}: min row cosine {cos:.6} (bar {bar}), max |diff| {max_abs:.2e} vs ONNX Runtime CPU"),
+                    format!("{serving}: min row cosine {cos:.6} (bar {bar}), relative L2 {rel_l2:.2e} vs ONNX Runtime CPU"),
                 );
             }
         }
